@@ -1,0 +1,7 @@
+"""The backend plugin API: one import for plugin authors."""
+
+from .hookspecs import hookimpl, hookspec
+from .protocol import OPERATIONS, SCANNERS, Backend, BackendBase, BackendEnv, Outcome, ScanResult
+
+__all__ = ["Backend", "BackendBase", "BackendEnv", "OPERATIONS", "Outcome", "SCANNERS",
+           "ScanResult", "hookimpl", "hookspec"]

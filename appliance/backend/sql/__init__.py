@@ -1,0 +1,1 @@
+"""Shared implementation for SQL stores: statements, operations, a base backend."""

@@ -1,0 +1,203 @@
+"""Settings: ``FF_*`` environment variables, overridden by command-line flags.
+
+Every value is validated at startup; a bad one stops the appliance with a
+message naming the variable, what was wrong and what to set instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from appliance.core.clock import Clock, SystemClock
+from appliance.core.errors import StartupError
+from appliance.core.partitions import PartitionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    env: str
+    default: str | None
+    help: str
+    flag: str | None = None
+
+
+#: Every setting the appliance itself reads, in the order the README lists them.
+SETTINGS = (
+    Setting("FF_LISTEN_ADDR", "127.0.0.1:9090", "host:port the HTTP API listens on", "--listen"),
+    Setting("FF_BACKEND", "sqlite", "storage backend plugin to use", "--backend"),
+    Setting("FF_SQLITE_PATH", "flowfabric.db", "SQLite database file (sqlite backend)",
+            "--sqlite-path"),
+    Setting("FF_API_TOKEN", None, "Bearer token required on every route but /healthz"),
+    Setting("FF_INSECURE", "false",
+            "allow a non-loopback FF_LISTEN_ADDR without FF_API_TOKEN", "--insecure"),
+    Setting("FF_CORS_ORIGINS", None, "comma-separated browser origins allowed by CORS "
+            "('*' for any); unset = no cross-origin access"),
+    Setting("FF_FLOW_PARTITIONS", "256", "flow/execution partitions (fixed per store)"),
+    Setting("FF_BUDGET_PARTITIONS", "32", "budget partitions (fixed per store)"),
+    Setting("FF_QUOTA_PARTITIONS", "32", "quota partitions (fixed per store)"),
+    Setting("FF_LEASE_EXPIRY_INTERVAL_MS", "1500", "lease-expiry scanner interval; 0 disables"),
+    Setting("FF_DELAYED_PROMOTER_INTERVAL_MS", "750",
+            "delayed-promotion scanner interval; 0 disables"),
+    Setting("FF_ATTEMPT_TIMEOUT_INTERVAL_S", "2", "attempt-timeout scanner interval; 0 disables"),
+    Setting("FF_EXECUTION_DEADLINE_INTERVAL_S", "5",
+            "execution-deadline scanner interval; 0 disables"),
+    Setting("FF_RETENTION_TRIMMER_INTERVAL_S", "60", "retention scanner interval; 0 disables"),
+    Setting("FF_TERMINAL_RETENTION_MS", "86400000",
+            "how long terminal executions are kept (policy stream_policy.retention_ttl_ms "
+            "overrides per execution)"),
+    Setting("FF_DEFAULT_LEASE_TTL_MS", "30000", "lease TTL when claim-task gives none"),
+    Setting("FF_MAX_CLAIM_WAIT_MS", "30000", "longest long-poll a claim-task may ask for"),
+    Setting("FF_SHUTDOWN_GRACE_MS", "15000",
+            "how long a drain waits for in-flight requests and background work"),
+    Setting("FF_LOG_LEVEL", "info", "debug, info, warning or error", "--log-level"),
+)
+
+_BY_ENV = {s.env: s for s in SETTINGS}
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+@dataclass(slots=True)
+class Config:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9090
+    backend: str = "sqlite"
+    api_token: str | None = None
+    insecure: bool = False
+    cors_origins: tuple[str, ...] = ()
+    partitions: PartitionConfig = field(default_factory=PartitionConfig)
+    scanner_intervals_s: dict[str, float] = field(default_factory=dict)
+    retention_ms: int = 86_400_000
+    default_lease_ttl_ms: int = 30_000
+    max_claim_wait_ms: int = 30_000
+    shutdown_grace_s: float = 15.0
+    log_level: str = "info"
+    #: Raw values of every FF_* variable and ``--set`` flag, for plugins.
+    options: dict[str, str] = field(default_factory=dict)
+    clock: Clock = field(default_factory=SystemClock)
+
+    def option(self, name: str) -> str | None:
+        """A plugin's own setting (``FF_…`` env var or ``--set NAME=value``)."""
+        value = self.options.get(name)
+        return value if value not in (None, "") else None
+
+    @property
+    def listen(self) -> str:
+        host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+        return f"{host}:{self.listen_port}"
+
+
+def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = None,
+                clock: Clock | None = None) -> Config:
+    """Build the config from ``FF_*`` variables; ``overrides`` (flags) win."""
+    raw = {k: v for k, v in env.items() if k.startswith("FF_")}
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+
+    def get(name: str) -> str | None:
+        value = raw.get(name)
+        if value is None:
+            return _BY_ENV[name].default
+        return value
+
+    host, port = _parse_listen(get("FF_LISTEN_ADDR") or "")
+    cfg = Config(
+        listen_host=host,
+        listen_port=port,
+        backend=(get("FF_BACKEND") or "").strip().lower() or _bad("FF_BACKEND", "", "must "
+                                                                  "name a backend, e.g. sqlite"),
+        api_token=raw.get("FF_API_TOKEN") or None,
+        insecure=_bool("FF_INSECURE", get("FF_INSECURE")),
+        cors_origins=_origins(raw.get("FF_CORS_ORIGINS")),
+        partitions=PartitionConfig(
+            flow=_int("FF_FLOW_PARTITIONS", get("FF_FLOW_PARTITIONS"), 1, 65535),
+            budget=_int("FF_BUDGET_PARTITIONS", get("FF_BUDGET_PARTITIONS"), 1, 65535),
+            quota=_int("FF_QUOTA_PARTITIONS", get("FF_QUOTA_PARTITIONS"), 1, 65535)),
+        scanner_intervals_s={
+            "lease_expiry": _int("FF_LEASE_EXPIRY_INTERVAL_MS",
+                                 get("FF_LEASE_EXPIRY_INTERVAL_MS"), 0, 86_400_000) / 1000,
+            "delayed_promoter": _int("FF_DELAYED_PROMOTER_INTERVAL_MS",
+                                     get("FF_DELAYED_PROMOTER_INTERVAL_MS"), 0, 86_400_000) / 1000,
+            "attempt_timeout": _int("FF_ATTEMPT_TIMEOUT_INTERVAL_S",
+                                    get("FF_ATTEMPT_TIMEOUT_INTERVAL_S"), 0, 86_400),
+            "execution_deadline": _int("FF_EXECUTION_DEADLINE_INTERVAL_S",
+                                       get("FF_EXECUTION_DEADLINE_INTERVAL_S"), 0, 86_400),
+            "retention_trimmer": _int("FF_RETENTION_TRIMMER_INTERVAL_S",
+                                      get("FF_RETENTION_TRIMMER_INTERVAL_S"), 0, 86_400),
+        },
+        retention_ms=_int("FF_TERMINAL_RETENTION_MS", get("FF_TERMINAL_RETENTION_MS"), 1,
+                          2**53),
+        default_lease_ttl_ms=_int("FF_DEFAULT_LEASE_TTL_MS", get("FF_DEFAULT_LEASE_TTL_MS"), 1,
+                                  86_400_000),
+        max_claim_wait_ms=_int("FF_MAX_CLAIM_WAIT_MS", get("FF_MAX_CLAIM_WAIT_MS"), 0, 300_000),
+        shutdown_grace_s=_int("FF_SHUTDOWN_GRACE_MS", get("FF_SHUTDOWN_GRACE_MS"), 0,
+                              3_600_000) / 1000,
+        log_level=_choice("FF_LOG_LEVEL", get("FF_LOG_LEVEL"),
+                          ("debug", "info", "warning", "error")),
+        options=raw,
+        clock=clock or SystemClock(),
+    )
+    if not cfg.api_token and not cfg.insecure and cfg.listen_host not in LOOPBACK_HOSTS:
+        raise StartupError(
+            f"refusing to listen on {cfg.listen} without authentication: set FF_API_TOKEN, "
+            f"listen on 127.0.0.1, or pass --insecure (FF_INSECURE=true) if you really mean it")
+    return cfg
+
+
+def _bad(name: str, value: str | None, why: str) -> StartupError:
+    raise StartupError(f"invalid value for {name}: {why}, got {value!r}")
+
+
+def _int(name: str, value: str | None, lo: int, hi: int) -> int:
+    try:
+        number = int((value or "").strip())
+    except ValueError:
+        raise _bad(name, value, f"must be an integer in {lo}..{hi}") from None
+    if not lo <= number <= hi:
+        raise _bad(name, value, f"must be an integer in {lo}..{hi}")
+    return number
+
+
+def _bool(name: str, value: str | None) -> bool:
+    text = (value or "").strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise _bad(name, value, "must be true or false")
+
+
+def _choice(name: str, value: str | None, choices: tuple[str, ...]) -> str:
+    text = (value or "").strip().lower()
+    if text not in choices:
+        raise _bad(name, value, f"must be one of {', '.join(choices)}")
+    return text
+
+
+def _parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host:
+        raise _bad("FF_LISTEN_ADDR", value, "must be host:port, e.g. 127.0.0.1:9090")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not all(part.isalnum() or "-" in part for part in host.split(".")):
+                raise _bad("FF_LISTEN_ADDR", value, "host must be an IP address or hostname")
+    return host, _int("FF_LISTEN_ADDR", port, 0, 65535)
+
+
+def _origins(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    origins = tuple(o.strip() for o in value.split(",") if o.strip())
+    if not origins:
+        raise StartupError("invalid value for FF_CORS_ORIGINS: it is set but empty; unset it "
+                           "(no cross-origin access), pass '*', or list origins separated by "
+                           "commas")
+    for origin in origins:
+        if any(ord(c) < 0x21 or ord(c) == 0x7F for c in origin):
+            raise StartupError(f"invalid value for FF_CORS_ORIGINS: origin {origin!r} contains "
+                               f"whitespace or control characters")
+    return origins

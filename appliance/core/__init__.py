@@ -1,0 +1,1 @@
+"""The core model: ids, partitions, the state vector, policies, errors, transition rules."""

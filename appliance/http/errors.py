@@ -1,0 +1,46 @@
+"""The one place errors become HTTP responses: ``{error, kind, retryable}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from quart import Response
+from werkzeug.exceptions import HTTPException
+
+from appliance.core.errors import FlowFabricError
+
+log = logging.getLogger("flowfabric.http")
+
+_HTTP_KINDS = {400: "invalid_input", 404: "route_not_found", 405: "method_not_allowed",
+               413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status=status,
+                    content_type="application/json", headers=headers)
+
+
+def error_response(exc: BaseException, method: str = "", path: str = "") -> Response:
+    if isinstance(exc, FlowFabricError):
+        return json_response(exc.to_json(), exc.status)
+    if isinstance(exc, HTTPException):
+        status = exc.code or 500
+        if status == 404:
+            message = f"no route for {method} {path}; see spec/http-api.md for the routes"
+        elif status == 405:
+            allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
+            message = f"method {method} is not allowed on {path}; allowed: {allowed}"
+        else:
+            message = exc.description or exc.name
+        body = {"error": message, "kind": _HTTP_KINDS.get(status, "http_error"),
+                "retryable": False}
+        headers = {}
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # type: ignore[attr-defined]
+        return json_response(body, status, headers)
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return json_response({"error": "internal error; the appliance log has the details",
+                          "kind": "internal", "retryable": False}, 500)

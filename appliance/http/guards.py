@@ -1,0 +1,96 @@
+"""What runs before a handler: CORS preflights, Bearer auth, body caps, JSON decoding."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from quart import Response, request
+
+from appliance.config import Config
+from appliance.core.errors import (InvalidInput, PayloadTooLarge, Unauthorized,
+                                   UnsupportedMediaType)
+
+LARGE = 1_048_576
+MEDIUM = 262_144
+CONTROL = 65_536
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+def route_template() -> str:
+    rule = request.url_rule
+    if rule is None:
+        return request.path
+    return rule.rule.replace("<", "{").replace(">", "}")
+
+
+def check_auth(config: Config) -> None:
+    if not config.api_token or request.path in OPEN_PATHS:
+        return
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer ") or not hmac.compare_digest(
+            header[len("Bearer "):].encode(), config.api_token.encode()):
+        raise Unauthorized("missing or invalid Authorization header; send "
+                           "'Authorization: Bearer <FF_API_TOKEN>'")
+
+
+def check_declared_length(cap: int) -> None:
+    length = request.content_length
+    if length is not None and length > cap:
+        raise too_large(cap)
+
+
+def too_large(cap: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body exceeds {cap} bytes for {request.method} "
+                           f"{route_template()}",
+                           details={"limit_bytes": cap, "route": route_template()})
+
+
+async def json_body(cap: int) -> Any:
+    """The decoded JSON body, or None when there is none."""
+    data = await request.get_data(cache=False)
+    if len(data) > cap:
+        raise too_large(cap)
+    if not data.strip():
+        return None
+    ctype = (request.mimetype or "").lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: "
+                                   f"application/json' (got {ctype or 'no content type'!r})")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"invalid JSON: {exc}", kind="invalid_json") from None
+
+
+def preflight(config: Config) -> Response | None:
+    """Answer a CORS preflight for a configured origin before auth sees it."""
+    origin = request.headers.get("Origin")
+    if (request.method != "OPTIONS" or origin is None
+            or "Access-Control-Request-Method" not in request.headers):
+        return None
+    response = Response("", status=204)
+    if origin_allowed(config, origin):
+        headers = "content-type, authorization" if config.api_token else "content-type"
+        response.headers.update({
+            "Access-Control-Allow-Origin": "*" if "*" in config.cors_origins else origin,
+            "Access-Control-Allow-Methods": "GET, POST, PUT",
+            "Access-Control-Allow-Headers": headers,
+            "Access-Control-Max-Age": "600",
+            "Vary": "Origin",
+        })
+    return response
+
+
+def origin_allowed(config: Config, origin: str) -> bool:
+    return "*" in config.cors_origins or origin in config.cors_origins
+
+
+def add_cors_headers(config: Config, response: Response) -> Response:
+    origin = request.headers.get("Origin")
+    if origin is not None and config.cors_origins and origin_allowed(config, origin):
+        response.headers["Access-Control-Allow-Origin"] = (
+            "*" if "*" in config.cors_origins else origin)
+        response.headers["Vary"] = "Origin"
+    return response

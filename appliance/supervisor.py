@@ -1,0 +1,184 @@
+"""The supervisor: one root nursery owns the HTTP server, the scanners, the
+background work and the signal task, and drains them in order on shutdown.
+
+Drain order (first SIGINT/SIGTERM): stop accepting HTTP and let in-flight
+requests finish (long-polling claims return at once) → backend
+``shutdown_prepare`` → background work gets the grace period, then is
+cancelled → scanners cancelled → ``backend.close()``. A second signal cancels
+everything at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio_asyncio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from appliance import __version__
+from appliance.backend import Backend, BackendEnv
+from appliance.backend.plugins import get_plugin_manager
+from appliance.config import Config
+from appliance.engine import Engine
+from appliance.http import create_app
+from appliance.service import Service
+
+log = logging.getLogger("flowfabric")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 3
+BACKGROUND_LIMIT = 64
+
+
+@dataclass(slots=True)
+class Running:
+    """Handed to ``task_status.started``: where we listen and how to stop."""
+
+    binds: list[str]
+    service: Service
+    engine: Engine
+    stop: Callable[[], None]
+    forced: bool = False
+    events: list[str] = field(default_factory=list)
+
+
+async def serve(config: Config, *, handle_signals: bool = True,
+                task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
+    """Run the appliance until drained; returns the process exit code."""
+    backend = get_plugin_manager().make_backend(config.backend, config)
+    async with trio_asyncio.open_loop():
+        await backend.prepare(BackendEnv(config.partitions, config.clock, config.retention_ms))
+        try:
+            return await _supervise(config, backend, handle_signals, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await backend.close()
+                log.info("FlowFabric stopped")
+
+
+async def _supervise(config: Config, backend: Backend, handle_signals: bool,
+                     task_status: Any) -> int:
+    service = Service(backend, config)
+    engine = Engine(backend, config.scanner_intervals_s, service.work.notify)
+    stopping = trio.Event()
+
+    def stop() -> None:
+        if not stopping.is_set():
+            stopping.set()
+            service.work.close()
+
+    async with trio.open_nursery() as root:
+        running = Running([], service, engine, stop)
+        if handle_signals:
+            await root.start(_watch_signals, running, root.cancel_scope)
+        await root.start(backend.serve_work_notifications, service.work.notify)
+        scanners = trio.CancelScope()
+        root.start_soon(_in_scope, scanners, engine.serve)
+        async with trio.open_nursery() as background:
+            service.background = Background(background)
+            http_done = trio.Event()
+            running.binds = await root.start(_serve_http, service, config, stopping.wait,
+                                             http_done)
+            _log_startup(config, backend, engine, running.binds)
+            task_status.started(running)
+            await http_done.wait()
+            log.info("HTTP drained; preparing the backend for shutdown")
+            await backend.shutdown_prepare(config.shutdown_grace_s)
+            with trio.move_on_after(config.shutdown_grace_s) as waited:
+                await service.background.wait_idle()
+            if waited.cancelled_caught:
+                log.warning("background work still running after %.1fs; cancelling it",
+                            config.shutdown_grace_s)
+            background.cancel_scope.cancel()
+        scanners.cancel()
+        root.cancel_scope.cancel()
+    return EXIT_FORCED if running.forced else EXIT_OK
+
+
+class Background:
+    """Work that outlives a request, bounded so a burst cannot swamp the appliance."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._limiter = trio.CapacityLimiter(BACKGROUND_LIMIT)
+        self._idle = trio.Event()
+        self._idle.set()
+        self._active = 0
+
+    def start_soon(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._nursery.start_soon(self._run, fn)
+
+    async def _run(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._active += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        try:
+            async with self._limiter:
+                await fn()
+        except Exception:
+            log.exception("background task failed")
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+async def _in_scope(scope: trio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
+
+
+async def _serve_http(service: Service, config: Config, trigger: Callable[[], Awaitable[None]],
+                      done: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    cfg = HypercornConfig()
+    cfg.bind = [config.listen]
+    cfg.graceful_timeout = config.shutdown_grace_s
+    cfg.accesslog = None
+    cfg.errorlog = logging.getLogger("flowfabric.http")
+    cfg.include_server_header = False
+    try:
+        await hypercorn_serve(create_app(service, config), cfg,  # type: ignore[arg-type]
+                              shutdown_trigger=trigger, task_status=task_status)
+    finally:
+        done.set()
+
+
+async def _watch_signals(running: Running, root: trio.CancelScope, *,
+                         task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not running.events:
+                running.events.append(name)
+                log.info("%s received: draining (send it again to exit at once)", name)
+                running.stop()
+            else:
+                log.warning("%s received again: exiting now", name)
+                running.forced = True
+                root.cancel()
+                return
+
+
+def _log_startup(config: Config, backend: Backend, engine: Engine, binds: list[str]) -> None:
+    parts = config.partitions
+    scanners = ", ".join(f"{s.name} every {s.interval_s:g}s" for s in engine.specs) or "none"
+    log.info("FlowFabric %s listening on %s", __version__, ", ".join(binds))
+    log.info("backend %s (%s); partitions flow=%d budget=%d quota=%d", backend.name,
+             backend.describe(), parts.flow, parts.budget, parts.quota)
+    log.info("scanners: %s", scanners)
+    if not config.api_token:
+        log.warning("FF_API_TOKEN is not set: the API is unauthenticated (listening on %s "
+                    "only)%s", config.listen_host,
+                    "" if not config.insecure else " and --insecure was given")
+
+
+__all__ = ["EXIT_ERROR", "EXIT_FORCED", "EXIT_OK", "EXIT_USAGE", "Background", "Running",
+           "serve"]

@@ -1,0 +1,1 @@
+"""Helpers for testing the appliance and backend plugins."""
