@@ -18,7 +18,7 @@ from appliance.core.handle import Handle
 from appliance.core.record import ATTEMPT_COLUMNS, EXECUTION_COLUMNS, Attempt, Execution
 from appliance.core.transitions import CommitThenRaise, Ctx, Effect
 
-from .statements import Deferred, Op, all_, exec_, one
+from .statements import Deferred, Op, all_, exec_, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 CLAIM_WINDOW = 64
@@ -70,6 +70,8 @@ def mutate(execution_id: str, rule: Callable[[Execution], Effect],
         yield from _save(ex, before)
         return Deferred(deferred.error)
     yield from _write(ex, before, effect)
+    if ex.claimable and not before["claimable"]:
+        yield notify(ex.lane_id)
     return effect.outcome
 
 
@@ -104,6 +106,8 @@ def create(args: CreateArgs, ctx: Ctx) -> Op:
         return {"Duplicate": {"execution_id": args.execution_id}}
     yield exec_("INSERT INTO ff_exec_data (execution_id, input_payload) VALUES (?, ?)",
                 args.execution_id, args.input_payload)
+    if ex.claimable:
+        yield notify(ex.lane_id)
     return {"Created": {"execution_id": ex.execution_id, "public_state": ex.public_state}}
 
 
@@ -243,7 +247,10 @@ def _apply_if_due(execution_id: str, rule: Callable[[Execution, Ctx], Effect | N
     if effect is None:
         return None
     yield from _write(ex, before, effect)
-    return ex.lane_id if ex.claimable else ""
+    if ex.claimable and not before["claimable"]:
+        yield notify(ex.lane_id)
+        return ex.lane_id
+    return ""
 
 
 def apply_scanner(scanner: str, execution_id: str, ctx: Ctx) -> Op:

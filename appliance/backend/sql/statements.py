@@ -22,7 +22,7 @@ OpFactory = Callable[[], Op]
 class Stmt:
     sql: str
     params: tuple[Any, ...]
-    mode: str  # "one" | "all" | "exec"
+    mode: str  # "one" | "all" | "exec" | "notify"
 
 
 def one(sql: str, *params: Any) -> Stmt:
@@ -37,6 +37,12 @@ def exec_(sql: str, *params: Any) -> Stmt:
     return Stmt(sql, params, "exec")
 
 
+def notify(lane: str) -> Stmt:
+    """Tell other appliances on this store that ``lane`` has claimable work
+    (delivered after commit; a no-op on a single-process store)."""
+    return Stmt("", (lane,), "notify")
+
+
 @dataclass(frozen=True, slots=True)
 class Deferred:
     """An operation's answer that is an error, raised only after its writes commit."""
@@ -47,8 +53,10 @@ class Deferred:
 class Dialect:
     """How one SQL engine spells the few things that differ."""
 
-    def __init__(self, name: str, *, placeholder: str, lock: str, skip_locked: str) -> None:
+    def __init__(self, name: str, *, placeholder: str, lock: str, skip_locked: str,
+                 notify_sql: str | None = None) -> None:
         self.name = name
+        self.notify_sql = notify_sql
         self._placeholder, self._lock, self._skip_locked = placeholder, lock, skip_locked
         self.render = lru_cache(maxsize=4096)(self._render)
 
@@ -59,7 +67,8 @@ class Dialect:
 
 SQLITE = Dialect("sqlite", placeholder="?", lock="", skip_locked="")
 POSTGRES = Dialect("postgres", placeholder="%s", lock=" FOR UPDATE",
-                   skip_locked=" FOR UPDATE SKIP LOCKED")
+                   skip_locked=" FOR UPDATE SKIP LOCKED",
+                   notify_sql="SELECT pg_notify('ff_work', %s)")
 
 
 def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
@@ -68,6 +77,11 @@ def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
     try:
         while True:
             stmt = op.send(result)
+            if stmt.mode == "notify":
+                result = None
+                if dialect.notify_sql:
+                    conn.execute(dialect.notify_sql, stmt.params)
+                continue
             cur = conn.execute(dialect.render(stmt.sql), stmt.params)
             if stmt.mode == "one":
                 row = cur.fetchone()
@@ -86,6 +100,11 @@ async def run_async(op: Op, conn: Any, dialect: Dialect) -> Any:
     try:
         while True:
             stmt = op.send(result)
+            if stmt.mode == "notify":
+                result = None
+                if dialect.notify_sql:
+                    await conn.execute(dialect.notify_sql, stmt.params)
+                continue
             cur = await conn.execute(dialect.render(stmt.sql), stmt.params)
             if stmt.mode == "one":
                 result = await cur.fetchone()

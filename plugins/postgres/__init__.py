@@ -1,0 +1,1 @@
+"""PostgreSQL backend (FF_BACKEND=postgres): under construction."""

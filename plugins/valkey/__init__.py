@@ -1,0 +1,1 @@
+"""Valkey/Redis backend (FF_BACKEND=valkey): under construction."""
