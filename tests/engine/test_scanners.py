@@ -1,0 +1,88 @@
+"""The scanner loop: bounded batches, failures counted not fatal, repeat offenders skipped."""
+
+import logging
+
+import trio
+import trio.testing
+
+from appliance.backend import BackendBase, ScanResult
+from appliance.engine import Engine, FailureTracker, ScannerSpec
+
+
+class ScriptedBackend(BackendBase):
+    """Answers run_scanner from a script of results or exceptions."""
+
+    name = "scripted"
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.calls = []
+
+    async def run_scanner(self, scanner, limit, skip):
+        self.calls.append((scanner, limit, skip))
+        step = self.script.pop(0) if self.script else ScanResult()
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def test_failure_tracker_skips_after_three_failures_for_ten_cycles():
+    tracker = FailureTracker()
+    for _ in range(3):
+        assert "e1" not in tracker.skipped()
+        tracker.record(ScanResult(failed={"e1": RuntimeError("boom")}))
+    assert "e1" in tracker.skipped()
+    for _ in range(9):
+        tracker.record(ScanResult())
+    assert "e1" in tracker.skipped()
+    tracker.record(ScanResult())
+    assert "e1" not in tracker.skipped()
+
+
+def test_failure_tracker_resets_the_streak_is_per_id():
+    tracker = FailureTracker()
+    tracker.record(ScanResult(failed={"a": RuntimeError()}))
+    tracker.record(ScanResult(failed={"b": RuntimeError()}))
+    tracker.record(ScanResult(failed={"a": RuntimeError()}))
+    assert tracker.skipped() == frozenset()
+
+
+async def test_run_once_passes_skipped_ids_and_wakes_lanes():
+    woken = []
+    backend = ScriptedBackend([ScanResult(failed={"bad": RuntimeError()})] * 3
+                              + [ScanResult(processed=1, lanes_woken={"gpu"})])
+    engine = Engine(backend, {"lease_expiry": 1.0}, woken.append)
+    for _ in range(4):
+        await engine.run_once("lease_expiry")
+    assert backend.calls[-1][2] == frozenset({"bad"})
+    assert woken == ["gpu"]
+
+
+async def test_a_failing_cycle_is_logged_and_the_loop_goes_on(autojump_clock, caplog):
+    backend = ScriptedBackend([RuntimeError("store hiccup"), ScanResult(processed=2)])
+    engine = Engine(backend, {"delayed_promoter": 1.0}, lambda lane: None)
+    spec = ScannerSpec("delayed_promoter", 1.0)
+    with caplog.at_level(logging.ERROR, logger="flowfabric.engine"):
+        with trio.move_on_after(2.5):
+            await engine.serve_scanner(spec)
+    stats = engine.stats["delayed_promoter"]
+    assert stats.errors == 1 and stats.processed == 2
+    assert "store hiccup" in caplog.text
+    assert len(backend.calls) == 3
+
+
+async def test_a_full_batch_is_followed_at_once_by_the_next(autojump_clock):
+    backend = ScriptedBackend([ScanResult(processed=50), ScanResult(processed=50),
+                               ScanResult(processed=3)])
+    engine = Engine(backend, {"lease_expiry": 10.0}, lambda lane: None)
+    start = trio.current_time()
+    with trio.move_on_after(5):
+        await engine.serve_scanner(ScannerSpec("lease_expiry", 10.0))
+    assert len(backend.calls) == 3
+    assert trio.current_time() - start == 5
+
+
+def test_zero_interval_disables_a_scanner():
+    engine = Engine(ScriptedBackend([]), {"lease_expiry": 0, "delayed_promoter": 0.75},
+                    lambda lane: None)
+    assert [s.name for s in engine.specs] == ["delayed_promoter"]
