@@ -17,7 +17,7 @@ MS_MAX = 2**53  # JSON-safe integer milliseconds
 class Fields:
     def __init__(self, obj: object, path: str, *, kind: str = "invalid_input") -> None:
         if not isinstance(obj, dict):
-            raise InvalidInput(f"{path}: must be a JSON object", kind=kind)
+            raise InvalidInput(f"{path or 'the request body'}: must be a JSON object", kind=kind)
         self.obj, self.path, self.kind = obj, path, kind
         self.seen: set[str] = set()
 

@@ -44,6 +44,8 @@ class Effect:
     attempt_update: dict[str, Any] = field(default_factory=dict)
     attempt_update_index: int | None = None
     handle: Handle | None = None
+    #: Result bytes to store (b"" clears a stored result); None leaves it alone.
+    result: bytes | None = None
 
     def update_attempt(self, index: int | None, **values: Any) -> None:
         if index is not None:
@@ -172,7 +174,8 @@ def replay(ex: Execution, ctx: Ctx) -> Effect:
     _runnable(ex, ctx, AttemptState.PENDING_REPLAY_ATTEMPT, delay_until=None,
               blocking_when_delayed=Blocking.WAITING_FOR_WORKER)
     ex.completed_at = None
-    return Effect({"Replayed": {"public_state": ex.public_state}})
+    ex.has_result, ex.result_encoding = 0, None
+    return Effect({"Replayed": {"public_state": ex.public_state}}, result=b"")
 
 
 def cancel(ex: Execution, args: CancelArgs, ctx: Ctx) -> Effect:
@@ -382,7 +385,7 @@ def _same_holder_finished(ex: Execution, fence: Fence) -> bool:
     return ex.current_lease_epoch == fence.lease_epoch and ex.lifecycle_phase != Phase.ACTIVE
 
 
-def complete(ex: Execution, fence: Fence, has_result: bool, encoding: str | None,
+def complete(ex: Execution, fence: Fence, result: bytes | None, encoding: str | None,
              ctx: Ctx) -> Effect:
     if (_same_holder_finished(ex, fence) and ex.terminal_outcome == Outcome.SUCCESS
             and ex.current_attempt_id == fence.attempt_id):
@@ -391,8 +394,9 @@ def complete(ex: Execution, fence: Fence, has_result: bool, encoding: str | None
     effect = Effect({})
     effect.update_attempt(ex.current_attempt_index, attempt_state="ended_success",
                           ended_at=ctx.now)
-    ex.has_result = int(has_result)
+    ex.has_result = int(bool(result))
     ex.result_encoding = encoding
+    effect.result = result or b""
     _terminal(ex, ctx, Outcome.SUCCESS)
     effect.outcome = _summary(ex, "Completed")
     return effect

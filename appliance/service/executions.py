@@ -51,7 +51,7 @@ class Service:
         return 200, outcome
 
     def _create_args(self, body: Any) -> CreateArgs:
-        f = Fields(body, "")
+        f = Fields(body if body is not None else {}, "")
         lane = validate_lane(f.str("lane_id", "default"))
         partitions = self.config.partitions
         raw_id = f.get("execution_id")

@@ -55,6 +55,9 @@ def _write(ex: Execution, before: dict[str, Any], effect: Effect) -> Op:
     if effect.new_attempt is not None:
         row = effect.new_attempt.to_row()
         yield exec_(_INSERT_ATTEMPT, *(row[c] for c in ATTEMPT_COLUMNS))
+    if effect.result is not None:
+        yield exec_("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?",
+                    effect.result or None, ex.execution_id)
 
 
 def mutate(execution_id: str, rule: Callable[[Execution], Effect],
@@ -119,6 +122,8 @@ def get_result(execution_id: str) -> Op:
     ex = yield from load(execution_id, lock="")
     if ex is None:
         return None
+    if not ex.has_result:
+        return ex, None
     row = yield one("SELECT result FROM ff_exec_data WHERE execution_id = ?", execution_id)
     data = row["result"] if row else None
     return ex, (bytes(data) if data is not None else None)
@@ -197,12 +202,8 @@ def progress(handle: Handle, pct: int | None, message: str | None, ctx: Ctx) -> 
 
 
 def complete(handle: Handle, result: bytes | None, encoding: str | None, ctx: Ctx) -> Op:
-    outcome = yield from _by_handle(
-        handle, lambda ex: rules.complete(ex, handle.fence, bool(result), encoding, ctx))
-    if result and not isinstance(outcome, Deferred):
-        yield exec_("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?",
-                    result, handle.execution_id)
-    return outcome
+    return (yield from _by_handle(
+        handle, lambda ex: rules.complete(ex, handle.fence, result, encoding, ctx)))
 
 
 def fail(handle: Handle, reason: str, category: str | None, ctx: Ctx) -> Op:
