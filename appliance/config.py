@@ -183,7 +183,9 @@ def _parse_listen(value: str) -> tuple[str, int]:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            if not all(part.isalnum() or "-" in part for part in host.split(".")):
+            labels = host.split(".")
+            if not all(label and all(c.isascii() and (c.isalnum() or c == "-") for c in label)
+                       for label in labels):
                 raise _bad("FF_LISTEN_ADDR", value, "host must be an IP address or hostname")
     return host, _int("FF_LISTEN_ADDR", port, 0, 65535)
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from quart import Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from appliance.config import Config
 from appliance.core.errors import (InvalidInput, PayloadTooLarge, Unauthorized,
@@ -49,7 +50,10 @@ def too_large(cap: int) -> PayloadTooLarge:
 
 async def json_body(cap: int) -> Any:
     """The decoded JSON body, or None when there is none."""
-    data = await request.get_data(cache=False)
+    try:
+        data = await request.get_data(cache=False)
+    except RequestEntityTooLarge:  # a chunked body past the global cap
+        raise too_large(cap) from None
     if len(data) > cap:
         raise too_large(cap)
     if not data.strip():
