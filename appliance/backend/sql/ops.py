@@ -159,36 +159,56 @@ def revoke_lease(execution_id: str, reason: str, ctx: Ctx) -> Op:
 
 # -- worker side ----------------------------------------------------------------------
 
+#: The distinct capability requirements among a lane's claimable work, read as
+#: a loose index scan (one index seek per distinct set, whatever the backlog).
+_REQUIREMENT_SETS = (
+    "WITH RECURSIVE sets(caps) AS ("
+    " SELECT MIN(required_capabilities) FROM ff_exec WHERE lane_id = ? AND claimable = 1"
+    " UNION ALL"
+    " SELECT (SELECT MIN(required_capabilities) FROM ff_exec WHERE lane_id = ? AND"
+    " claimable = 1 AND required_capabilities > sets.caps) FROM sets WHERE sets.caps IS NOT NULL"
+    ") SELECT caps FROM sets WHERE caps IS NOT NULL")
+_HEAD = ("FROM ff_exec WHERE lane_id = ? AND claimable = 1 AND required_capabilities = ? "
+         "ORDER BY priority DESC, created_at, execution_id LIMIT 1")
+
+
 def claim(args: ClaimArgs, ctx: Ctx) -> Op:
-    """Promote the lane's due delays, then lease the best candidate this worker can run."""
+    """Promote the lane's due delays, then lease the best execution this worker can run.
+
+    Only requirement sets the worker satisfies are looked at, so work it cannot
+    run never hides work it can, however much of it is queued ahead.
+    """
     due = yield all_("SELECT execution_id FROM ff_exec WHERE lane_id = ? AND delay_until IS NOT "
                      "NULL AND delay_until <= ? ORDER BY delay_until LIMIT ?",
                      args.lane_id, ctx.now, PROMOTE_ON_CLAIM)
     for row in due:
         yield from _apply_if_due(row["execution_id"], rules.promote_delayed, ctx)
-    candidates = yield all_("SELECT execution_id, required_capabilities FROM ff_exec WHERE "
-                            "lane_id = ? AND claimable = 1 ORDER BY priority DESC, created_at, "
-                            "execution_id LIMIT ?", args.lane_id, CLAIM_WINDOW)
     worker_caps = set(args.capabilities)
-    for cand in candidates:
-        required = cand["required_capabilities"]
-        if required and not worker_caps.issuperset(required.split(",")):
+    sets = yield all_(_REQUIREMENT_SETS, args.lane_id, args.lane_id)
+    heads = []
+    for row in sets:
+        caps = row["caps"]
+        if caps and not worker_caps.issuperset(caps.split(",")):
             continue
-        row = yield one("SELECT * FROM ff_exec WHERE execution_id = ? AND claimable = 1"
-                        "{skip_locked}", cand["execution_id"])
-        if row is None:
-            continue  # taken by a concurrent claim
-        ex = Execution.from_row(row)
-        before = ex.to_row()
-        effect = rules.claim(ex, args, ctx, lease_id=str(uuid.uuid4()),
-                             attempt_id=str(uuid.uuid4()))
-        yield from _write(ex, before, effect)
-        if effect.handle is None:
-            continue  # the reclaim cap ended it instead
-        data = yield one("SELECT input_payload FROM ff_exec_data WHERE execution_id = ?",
-                         ex.execution_id)
-        payload = data["input_payload"] if data else None
-        return effect.outcome, bytes(payload) if payload is not None else b""
+        head = yield one(f"SELECT priority, created_at, execution_id {_HEAD}", args.lane_id, caps)
+        if head is not None:
+            heads.append(((-head["priority"], head["created_at"], head["execution_id"]), caps))
+    for _, caps in sorted(heads):
+        for _attempt in range(CLAIM_WINDOW):
+            row = yield one(f"SELECT * {_HEAD}{{skip_locked}}", args.lane_id, caps)
+            if row is None:
+                break  # drained (or every candidate is being claimed by someone else)
+            ex = Execution.from_row(row)
+            before = ex.to_row()
+            effect = rules.claim(ex, args, ctx, lease_id=str(uuid.uuid4()),
+                                 attempt_id=str(uuid.uuid4()))
+            yield from _write(ex, before, effect)
+            if effect.handle is None:
+                continue  # the reclaim cap ended it instead; look again
+            data = yield one("SELECT input_payload FROM ff_exec_data WHERE execution_id = ?",
+                             ex.execution_id)
+            payload = data["input_payload"] if data else None
+            return effect.outcome, bytes(payload) if payload is not None else b""
     return None
 
 
