@@ -75,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = trio.run(serve, config)
     except* (StartupError, OSError) as group:  # OSError: e.g. the port is taken
-        for exc in group.exceptions:
+        for exc in _leaves(group):
             print(f"flowfabric: error: {exc}", file=sys.stderr)
     return code
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The errors inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def show_plugins() -> int:

@@ -9,12 +9,14 @@ from appliance.config import Config
 from appliance.service import Service
 
 from . import guards
+from .connection import ShieldedSendConnection
 from .errors import error_response, json_response
 from .guards import CONTROL, LARGE, json_body
 
 
 def create_app(service: Service, config: Config) -> QuartTrio:
     app = QuartTrio("flowfabric")
+    app.asgi_http_class = ShieldedSendConnection
     app.config["MAX_CONTENT_LENGTH"] = LARGE
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     caps: dict[str, int] = {}

@@ -1,0 +1,39 @@
+"""The README's curl walk-through runs as written against a fresh appliance."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from serve_process import port_is_free
+
+pytestmark = pytest.mark.e2e
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+MARKER = "<!-- walkthrough -->"
+
+
+def walkthrough() -> str:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(re.escape(MARKER) + r"[^\n]*\n```sh\n(.*?)\n```", text, re.DOTALL)
+    assert match, f"README.md has no ```sh block right after a {MARKER} line"
+    return match.group(1)
+
+
+def test_readme_walkthrough_completes_and_prints_the_result(launch, tmp_path):
+    script = walkthrough()
+    for tool in ("curl", "jq", "base64"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"the walk-through needs {tool}")
+    if not port_is_free("127.0.0.1", 9090):
+        pytest.skip("127.0.0.1:9090 is in use on this machine")
+    app = launch(["serve", "--listen", "127.0.0.1:9090"])
+
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\nappliance log:\n{app.log}"
+    assert run.stdout.rstrip().endswith("hello, world"), run.stdout
+    assert '"completed"' in run.stdout
