@@ -1,16 +1,19 @@
-"""One thread owns the SQLite connection and commits queued operations in groups.
+"""Group commit on the Trio thread: one connection, one transaction per group.
 
-Every queued job runs inside its own savepoint of a shared transaction; one
-COMMIT (one fsync with ``synchronous=FULL``) then makes the whole group durable
-before any caller hears back. A failed job rolls back only its savepoint.
+Operations are short, bounded SQL; running them on the event-loop thread
+avoids a thread hand-off (and a wait for the GIL) per operation. The first
+caller to find no group running becomes the leader: it runs every queued
+operation, each in its own SAVEPOINT of one transaction, and commits once —
+one fsync (``synchronous=FULL``) for the whole group. The COMMIT runs on a
+worker thread so a slow disk does not stall the event loop; callers queued
+meanwhile form the next group. Nobody hears back before their operation is
+durable; a failing operation rolls back only its savepoint.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -22,9 +25,6 @@ from appliance.core.errors import FlowFabricError, StoreUnavailable
 log = logging.getLogger("flowfabric.sqlite")
 
 MAX_GROUP = 256
-_STOP = object()
-
-Job = tuple[Callable[[sqlite3.Connection], Any], Callable[[outcome.Outcome], None]]
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -38,94 +38,69 @@ def connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+class _Job:
+    __slots__ = ("fn", "result", "done")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        self.fn = fn
+        self.result: outcome.Outcome | None = None
+        self.done = trio.Event()
+
+
 class Writer:
     def __init__(self, path: str) -> None:
         self.path = path
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._queue: list[_Job] = []
+        self._leading = False
+        self._idle = trio.Event()
         self.closed = False
 
     def start(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        conn = connect(self.path)
-        self._thread = threading.Thread(target=self._loop, args=(conn,),
-                                        name="flowfabric-sqlite-writer", daemon=True)
-        self._thread.start()
+        self._conn = connect(self.path)
 
     async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``fn(conn)`` on the writer thread; returns once its group committed.
+        """Run ``fn(conn)`` in the next group; returns once that group committed.
 
-        The wait is shielded: once queued, the job will commit, so the caller
-        stays to hear the answer rather than leave a lease nobody knows about.
+        Shielded: a queued operation will commit, so its caller stays to hear
+        the answer rather than leave, say, a lease nobody knows was granted.
         """
-        if self.closed:
+        if self.closed or self._conn is None:
             raise StoreUnavailable("the SQLite store is closed")
-        done = trio.Event()
-        box: list[outcome.Outcome] = []
-        token = self._token
-        assert token is not None
-
-        def deliver(result: outcome.Outcome) -> None:
-            def wake() -> None:
-                box.append(result)
-                done.set()
-            try:
-                token.run_sync_soon(wake)
-            except trio.RunFinishedError:
-                pass
-
-        self._queue.put((fn, deliver))
+        job = _Job(fn)
+        self._queue.append(job)
         with trio.CancelScope(shield=True):
-            await done.wait()
-        return box[0].unwrap()
+            if not self._leading:
+                await self._lead()
+            await job.done.wait()
+        assert job.result is not None
+        return job.result.unwrap()
 
-    async def close(self) -> None:
-        if self._thread is None or self.closed:
-            return
-        self.closed = True
-        self._queue.put(_STOP)
-        await trio.to_thread.run_sync(self._thread.join)
-
-    # -- the thread ------------------------------------------------------------------
-    def _loop(self, conn: sqlite3.Connection) -> None:
+    async def _lead(self) -> None:
+        self._leading = True
+        self._idle = trio.Event()
         try:
-            while True:
-                job = self._queue.get()
-                if job is _STOP:
-                    return
-                group = [job]
-                stop = False
-                while len(group) < MAX_GROUP:
-                    try:
-                        job = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is _STOP:
-                        stop = True
-                        break
-                    group.append(job)
-                self._run_group(conn, group)
-                if stop:
-                    return
+            while self._queue:
+                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+                await self._run_group(group)
         finally:
-            conn.close()
+            self._leading = False
+            self._idle.set()
 
-    def _run_group(self, conn: sqlite3.Connection, group: list[Job]) -> None:
-        results: list[outcome.Outcome] = []
+    async def _run_group(self, group: list[_Job]) -> None:
+        conn = self._conn
+        assert conn is not None
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _ in group:
+            for job in group:
                 conn.execute("SAVEPOINT op")
                 try:
-                    value = fn(conn)
+                    job.result = outcome.Value(job.fn(conn))
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
-                    results.append(outcome.Error(_translate(exc)))
-                else:
-                    results.append(outcome.Value(value))
+                    job.result = outcome.Error(_translate(exc))
                 conn.execute("RELEASE op")
-            conn.execute("COMMIT")
+            await trio.to_thread.run_sync(conn.execute, "COMMIT")
         except sqlite3.Error as exc:
             log.error("SQLite transaction failed, %d operations rolled back: %s", len(group), exc)
             try:
@@ -133,9 +108,19 @@ class Writer:
             except sqlite3.Error:
                 pass
             error = StoreUnavailable(f"the SQLite store failed to commit: {exc}")
-            results = [outcome.Error(error)] * len(group)
-        for (_, deliver), result in zip(group, results, strict=True):
-            deliver(result)
+            for job in group:
+                job.result = outcome.Error(error)
+        for job in group:
+            job.done.set()
+
+    async def close(self) -> None:
+        if self._conn is None or self.closed:
+            return
+        self.closed = True
+        if self._leading:
+            with trio.CancelScope(shield=True):
+                await self._idle.wait()  # the group in flight commits first
+        self._conn.close()
 
 
 def _translate(exc: Exception) -> Exception:
