@@ -1,1 +1,30 @@
-"""Valkey/Redis backend (FF_BACKEND=valkey): under construction."""
+"""Valkey/Redis backend (``FF_BACKEND=valkey``): the state machine as a Lua function library.
+
+Settings: ``FF_VALKEY_URL`` (default ``redis://127.0.0.1:6379/0``; ``rediss://`` for TLS,
+``?cluster=true`` for a cluster), or ``FF_HOST``/``FF_PORT``/``FF_TLS``; ``FF_CLUSTER=true``
+for Valkey/Redis Cluster. Needs Redis ≥ 7.0 or Valkey ≥ 7.2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.backend import hookimpl
+
+from .backend import ValkeyBackend
+from .library import LIBRARY_VERSION
+from .settings import ValkeySettings, settings_from
+
+__all__ = ["LIBRARY_VERSION", "ValkeyBackend", "ValkeySettings"]
+
+
+@hookimpl
+def flowfabric_backend_names() -> list[str]:
+    return ["valkey"]
+
+
+@hookimpl
+def flowfabric_backend(name: str, config: Any) -> ValkeyBackend | None:
+    if name != "valkey":
+        return None
+    return ValkeyBackend(settings_from(config))

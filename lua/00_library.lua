@@ -1,0 +1,278 @@
+#!lua name=flowfabric
+-- FlowFabric's Valkey/Redis function library, part 1: the record and its indexes.
+--
+-- Files are concatenated in name order into one library (flowfabric_lua.library_source).
+-- The state machine mirrors appliance/core/transitions.py rule for rule; Python passes the
+-- time, ids and random draws in, so every function is deterministic.
+--
+-- Keys (every key of one call shares the hash tag {fp:N} of the execution id):
+--   ff:x:<eid>            HASH   the execution record (fields of record.Execution; absent = None)
+--   ff:x:<eid>:in / :out  STRING input payload / result bytes
+--   ff:x:<eid>:att        HASH   attempt index -> attempt row JSON
+--   ff:p:{fp:N}:all       ZSET   every execution id on the partition (lex order, for listing)
+--   ff:p:{fp:N}:claim:<#lane>:<lane>:<caps>  ZSET  claimable executions of one lane with one
+--                         requirement set (sorted CSV), member "<9000-prio><created_at><eid>"
+--   ff:p:{fp:N}:capsets:<#lane>:<lane>        SET   the requirement sets with claimable work
+--   ff:p:{fp:N}:lanes     ZSET   lane -> when its work here is next claimable (0: now; else the
+--                         earliest delay_until); absent when the lane has none here
+--   ff:p:{fp:N}:delayed[:<lane>] ZSET delay_until
+--   ff:p:{fp:N}:lease     ZSET   lease_expires_at of leased executions
+--   ff:p:{fp:N}:adl / :edl / :purge   ZSET  attempt deadline / execution deadline / purge_at
+--   ff:idem:{fp:N}:<len(ns)>:<ns>:<key>  STRING "<expires_at>:<eid>" (PX only collects garbage)
+
+local LIBRARY_VERSION = '1'
+-- Filled in by the loader with a digest of these files, so a changed library is always
+-- reloaded even if LIBRARY_VERSION was not bumped (flowfabric_valkey.library).
+local SOURCE_DIGEST = '@SOURCE_DIGEST@'
+local NULL  -- cjson.null; cjson is only reachable once a function runs (see register)
+local WORK_CHANNEL = 'ff:work'
+
+-- Record fields stored as integers (library load runs without ipairs/cjson: literals only).
+local INT_FIELDS = {
+  partition_id = true, priority = true, created_at = true, claimable = true, has_result = true,
+  total_attempt_count = true, current_attempt_index = true, current_lease_epoch = true,
+  retry_count = true, replay_count = true, lease_reclaim_count = true, started_at = true,
+  completed_at = true, last_transition_at = true, last_mutation_at = true,
+  lease_acquired_at = true, lease_expires_at = true, lease_last_renewed_at = true,
+  lease_renewal_deadline = true, lease_ttl_ms = true, lease_expired_at = true,
+  lease_revoked_at = true, delay_until = true, attempt_deadline_at = true,
+  execution_deadline_at = true, purge_at = true, pending_previous_attempt_index = true,
+  progress_pct = true, progress_updated_at = true
+}
+
+-- -- values and JSON ---------------------------------------------------------------------
+
+local function is_int(v)
+  return type(v) == 'number' and v == math.floor(v) and v > -1e18 and v < 1e18
+end
+
+local function to_text(v)
+  if is_int(v) then return string.format('%d', v) end
+  return v
+end
+
+-- Python's str() of an optional int, for messages that mirror f-strings.
+local function py(v)
+  if v == nil or v == NULL then return 'None' end
+  return to_text(v)
+end
+
+-- A JSON encoder that writes integers exactly (cjson rounds to 14 digits).
+local function jenc(v)
+  if v == nil or v == NULL then return 'null' end
+  local t = type(v)
+  if t == 'number' then
+    if is_int(v) then return string.format('%d', v) end
+    return cjson.encode(v)
+  end
+  if t == 'table' then
+    local parts = {}
+    for k, x in pairs(v) do
+      parts[#parts + 1] = cjson.encode(tostring(k)) .. ':' .. jenc(x)
+    end
+    return '{' .. table.concat(parts, ',') .. '}'
+  end
+  return cjson.encode(v)
+end
+
+local function ok(outcome)
+  return jenc({ok = outcome})
+end
+
+local function fail_with(kind, details)
+  return {err = kind, d = details or {}}
+end
+
+-- -- keys ------------------------------------------------------------------------------------
+
+local function tag_of(eid)
+  return string.match(eid, '^({fp:%d+})')
+end
+
+local function core_key(eid) return 'ff:x:' .. eid end
+local function pkey(tag) return 'ff:p:' .. tag .. ':' end
+
+-- -- the record ------------------------------------------------------------------------------
+
+local function load(eid)
+  local flat = redis.call('HGETALL', core_key(eid))
+  if #flat == 0 then return nil end
+  local ex = {}
+  for i = 1, #flat, 2 do
+    local k, v = flat[i], flat[i + 1]
+    if INT_FIELDS[k] then v = tonumber(v) end
+    ex[k] = v
+  end
+  return ex
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function save(ex, before)
+  local key = core_key(ex.execution_id)
+  local sets, dels = {}, {}
+  for k, v in pairs(ex) do
+    if before[k] ~= v then
+      sets[#sets + 1] = k
+      sets[#sets + 1] = to_text(v)
+    end
+  end
+  for k, _ in pairs(before) do
+    if ex[k] == nil then dels[#dels + 1] = k end
+  end
+  if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
+  if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+end
+
+local function flat_record(ex)
+  local flat = {}
+  for k, v in pairs(ex) do
+    flat[#flat + 1] = k
+    flat[#flat + 1] = to_text(v)
+  end
+  return flat
+end
+
+local function policy_of(ex)
+  if ex.policy == nil or ex.policy == '' then return {} end
+  return cjson.decode(ex.policy)
+end
+
+local function field(tbl, name)
+  if type(tbl) ~= 'table' then return nil end
+  local v = tbl[name]
+  if v == NULL then return nil end
+  return v
+end
+
+-- -- attempts --------------------------------------------------------------------------------
+
+local function attempt_new(row)
+  redis.call('HSET', core_key(row.execution_id) .. ':att', to_text(row.attempt_index), jenc(row))
+end
+
+-- Like SQL's UPDATE ... WHERE attempt_index = ?: nothing happens if the row is missing.
+-- A value of NULL clears the column.
+local function attempt_update(eid, index, values)
+  if index == nil then return end
+  local key = core_key(eid) .. ':att'
+  local raw = redis.call('HGET', key, to_text(index))
+  if not raw then return end
+  local row = cjson.decode(raw)
+  for k, v in pairs(values) do
+    if v == NULL then row[k] = nil else row[k] = v end
+  end
+  redis.call('HSET', key, to_text(index), jenc(row))
+end
+
+-- -- indexes ---------------------------------------------------------------------------------
+-- Each index holds a member exactly when its record field is set, so a scanner never looks
+-- at the wrong state: sync() is called after every write with the memberships from before.
+
+local SCAN_INDEXES = {'lease', 'delayed', 'adl', 'edl', 'purge'}
+
+local function claim_member(ex)
+  return string.format('%04d%016d', 9000 - ex.priority, ex.created_at) .. ex.execution_id
+end
+
+local function lane_part(lane) return #lane .. ':' .. lane end
+
+local function capsets_key(p, lane) return p .. 'capsets:' .. lane_part(lane) end
+
+local function claim_key(p, lane, caps)
+  return p .. 'claim:' .. lane_part(lane) .. ':' .. (caps or '')
+end
+
+local function claim_add(p, ex, member)
+  local caps = ex.required_capabilities or ''
+  redis.call('ZADD', claim_key(p, ex.lane_id, caps), 0, member)
+  redis.call('SADD', capsets_key(p, ex.lane_id), caps)
+end
+
+local function claim_remove(p, ex, member)
+  local caps = ex.required_capabilities or ''
+  local key = claim_key(p, ex.lane_id, caps)
+  if redis.call('ZREM', key, member) == 1 and redis.call('ZCARD', key) == 0 then
+    redis.call('SREM', capsets_key(p, ex.lane_id), caps)
+  end
+end
+
+local function memberships(ex)
+  local m = {}
+  if ex.claimable == 1 then m.claim = claim_member(ex) end
+  if ex.ownership_state == 'leased' then m.lease = ex.lease_expires_at end
+  m.delayed = ex.delay_until
+  m.adl = ex.attempt_deadline_at
+  m.edl = ex.execution_deadline_at
+  m.purge = ex.purge_at
+  return m
+end
+
+-- Lanes that gained claimable work in this call ("<partition>:<lane>"), published at the end.
+local woken = {}
+
+-- When the lane's work on this partition is next claimable, kept in ff:p:{fp:N}:lanes so a
+-- claim can tell which partitions are worth a call (see flowfabric_valkey.lanes).
+local function lane_score(p, lane)
+  if redis.call('SCARD', capsets_key(p, lane)) > 0 then return 0 end
+  local first = redis.call('ZRANGE', p .. 'delayed:' .. lane, 0, 0, 'WITHSCORES')
+  if first[2] then return tonumber(first[2]) end
+  return nil
+end
+
+local function refresh_lane(p, lane)
+  local score = lane_score(p, lane)
+  if score then
+    redis.call('ZADD', p .. 'lanes', score, lane)
+  else
+    redis.call('ZREM', p .. 'lanes', lane)
+  end
+end
+
+local function sync(ex, before, force)
+  local p = pkey(tag_of(ex.execution_id))
+  local eid, lane = ex.execution_id, ex.lane_id
+  local now = memberships(ex)
+  local lane_changed = force or before.claim ~= now.claim or before.delayed ~= now.delayed
+  if force or before.claim ~= now.claim then
+    if before.claim then claim_remove(p, ex, before.claim) end
+    if force and not now.claim then claim_remove(p, ex, claim_member(ex)) end
+    if now.claim then
+      claim_add(p, ex, now.claim)
+      if not before.claim then woken[ex.partition_id .. ':' .. lane] = true end
+    end
+  end
+  for _, name in ipairs(SCAN_INDEXES) do
+    if force or before[name] ~= now[name] then
+      local keys = {p .. name}
+      if name == 'delayed' then keys[2] = p .. 'delayed:' .. lane end
+      for _, key in ipairs(keys) do
+        if now[name] then
+          redis.call('ZADD', key, now[name], eid)
+        else
+          redis.call('ZREM', key, eid)
+        end
+      end
+    end
+  end
+  if lane_changed then refresh_lane(p, lane) end
+end
+
+local function unindex(ex)
+  local p = pkey(tag_of(ex.execution_id))
+  local eid = ex.execution_id
+  claim_remove(p, ex, claim_member(ex))
+  for _, name in ipairs(SCAN_INDEXES) do redis.call('ZREM', p .. name, eid) end
+  redis.call('ZREM', p .. 'delayed:' .. ex.lane_id, eid)
+  redis.call('ZREM', p .. 'all', eid)
+  refresh_lane(p, ex.lane_id)
+end
+
+local function publish_woken()
+  for where, _ in pairs(woken) do redis.call('PUBLISH', WORK_CHANNEL, where) end
+  woken = {}
+end

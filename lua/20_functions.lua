@@ -1,0 +1,229 @@
+-- Part 3: the registered functions, one per state-changing operation.
+-- Calling convention: KEYS[1] is the execution's record key (ff:x:<eid>) or, for
+-- partition-wide calls, ff:p:{fp:N}:all; ARGV[1] is a JSON object of arguments (absent = None);
+-- ARGV[2] carries bytes (input payload, result). Answers are JSON {"ok": outcome} or
+-- {"err": kind, "d": details} unless said otherwise.
+
+local function eid_of(key) return string.sub(key, 6) end
+
+local function ctx(a)
+  return {now = a.now, retention_ms = a.retention_ms, u = a.u}
+end
+
+-- Load, apply one rule, write back what changed; an error answer writes nothing unless the
+-- rule asked for its change to be committed first (a lease found expired is marked so).
+-- A rule sets c.result to bytes to store as the result, or false to clear it.
+local function mutate(eid, rule, a)
+  local ex = load(eid)
+  if not ex then return jenc(fail_with('not_found')) end
+  local before, indexed = copy(ex), memberships(ex)
+  local c = ctx(a)
+  local outcome, e = rule(ex, c, a)
+  if e and not e.commit then return jenc(e) end
+  save(ex, before)
+  sync(ex, indexed)
+  if c.result ~= nil then
+    if c.result then
+      redis.call('SET', core_key(eid) .. ':out', c.result)
+    else
+      redis.call('DEL', core_key(eid) .. ':out')
+    end
+  end
+  if e then return jenc(e) end
+  return ok(outcome)
+end
+
+local function create(keys, argv)
+  local a = cjson.decode(argv[1])
+  local row = a.row
+  local eid = row.execution_id
+  local tag = tag_of(eid)
+  if a.idempotency_key then
+    local ns = row.namespace
+    local ikey = 'ff:idem:' .. tag .. ':' .. #ns .. ':' .. ns .. ':' .. a.idempotency_key
+    local held = redis.call('GET', ikey)
+    if held then
+      local expires, first = string.match(held, '^(%d+):(.*)$')
+      if tonumber(expires) > a.now then return ok({Duplicate = {execution_id = first}}) end
+    end
+    redis.call('SET', ikey, to_text(a.now + a.idempotency_ttl_ms) .. ':' .. eid, 'PX',
+               to_text(a.idempotency_ttl_ms + a.idempotency_grace_ms))
+  end
+  if redis.call('EXISTS', core_key(eid)) == 1 then
+    return ok({Duplicate = {execution_id = eid}})
+  end
+  local ex = copy(row)
+  save(ex, {})
+  redis.call('SET', core_key(eid) .. ':in', argv[2] or '')
+  redis.call('ZADD', pkey(tag) .. 'all', 0, eid)
+  sync(ex, {})
+  return ok({Created = {execution_id = eid, public_state = ex.public_state}})
+end
+
+local function promote_due(p, lane, a, c)
+  local due = redis.call('ZRANGEBYSCORE', p .. 'delayed:' .. lane, '-inf', a.now,
+                         'LIMIT', 0, a.promote_limit)
+  for _, eid in ipairs(due) do
+    local ex = load(eid)
+    if ex then
+      local before, indexed = copy(ex), memberships(ex)
+      if rule_promote_delayed(ex, c) then
+        save(ex, before)
+        sync(ex, indexed)
+      else
+        sync(ex, indexed, true)
+      end
+    else
+      redis.call('ZREM', p .. 'delayed:' .. lane, eid)
+      redis.call('ZREM', p .. 'delayed', eid)
+    end
+  end
+end
+
+-- The best execution the worker can run (priority DESC, created_at, id), looking only at the
+-- heads of requirement sets the worker satisfies, so unrunnable work never hides runnable
+-- work; leased, it answers {attempt_type, payload, record}.
+local function lease_best(p, lane, a, c)
+  local caps = {}
+  for cap in string.gmatch(a.capabilities, '[^,]+') do caps[cap] = true end
+  local runnable_sets = {}
+  for _, set in ipairs(redis.call('SMEMBERS', capsets_key(p, lane))) do
+    if capability_match({required_capabilities = set}, caps) then
+      runnable_sets[#runnable_sets + 1] = claim_key(p, lane, set)
+    end
+  end
+  for _ = 1, a.window do
+    local best_key, best
+    for _, key in ipairs(runnable_sets) do
+      local head = redis.call('ZRANGE', key, 0, 0)[1]
+      if head and (best == nil or head < best) then best_key, best = key, head end
+    end
+    if best == nil then return nil end
+    local eid = string.sub(best, 21)
+    local ex = load(eid)
+    if not ex then
+      redis.call('ZREM', best_key, best)
+    elseif ex.claimable ~= 1 or claim_member(ex) ~= best then
+      redis.call('ZREM', best_key, best)
+      sync(ex, memberships(ex), true)
+    else
+      local before, indexed = copy(ex), memberships(ex)
+      local _, attempt_type = rule_claim(ex, c, a)
+      save(ex, before)
+      sync(ex, indexed)
+      if attempt_type then
+        local payload = redis.call('GET', core_key(eid) .. ':in') or ''
+        return {attempt_type, payload, flat_record(ex)}
+      end
+    end
+  end
+  return nil
+end
+
+-- Promote the lane's due delays on this partition, then lease the best execution for the
+-- worker. Answers {attempt_type, payload, record, next} or {next}, where next says when the
+-- lane's work left here is claimable (0: now, -1: there is none).
+local function claim(keys, argv)
+  local a = cjson.decode(argv[1])
+  local c = ctx(a)
+  local p = pkey(string.match(keys[1], '{fp:%d+}'))
+  promote_due(p, a.lane_id, a, c)
+  local got = lease_best(p, a.lane_id, a, c) or {}
+  got[#got + 1] = tonumber(redis.call('ZSCORE', p .. 'lanes', a.lane_id)) or -1
+  return got
+end
+
+local function by_rule(rule)
+  return function(keys, argv)
+    return mutate(eid_of(keys[1]), rule, cjson.decode(argv[1]))
+  end
+end
+
+local function complete(keys, argv)
+  local a = cjson.decode(argv[1])
+  a.result = argv[2] or ''
+  return mutate(eid_of(keys[1]), rule_complete, a)
+end
+
+local SCAN_RULES = {lease_expiry = rule_mark_lease_expired, delayed_promoter = rule_promote_delayed,
+                    attempt_timeout = rule_expire_attempt,
+                    execution_deadline = rule_expire_execution}
+local SCAN_INDEX = {lease_expiry = 'lease', delayed_promoter = 'delayed',
+                    attempt_timeout = 'adl', execution_deadline = 'edl'}
+
+-- Re-check and apply one scanner rule: {"ok": {"applied": bool, "woke": lane or ""}}.
+local function scan(keys, argv)
+  local a = cjson.decode(argv[1])
+  local eid = eid_of(keys[1])
+  local ex = load(eid)
+  if not ex then
+    redis.call('ZREM', pkey(tag_of(eid)) .. SCAN_INDEX[a.scanner], eid)
+    return ok({applied = false})
+  end
+  local before, indexed = copy(ex), memberships(ex)
+  local outcome = SCAN_RULES[a.scanner](ex, ctx(a))
+  if outcome == nil then
+    sync(ex, indexed, true)
+    return ok({applied = false})
+  end
+  save(ex, before)
+  sync(ex, indexed)
+  local woke = ''
+  if ex.claimable == 1 and before.claimable ~= 1 then woke = ex.lane_id end
+  return ok({applied = true, woke = woke})
+end
+
+-- Delete a terminal execution past retention: every key and every index membership.
+local function purge(keys, argv)
+  local a = cjson.decode(argv[1])
+  local eid = eid_of(keys[1])
+  local ex = load(eid)
+  if not ex then
+    redis.call('ZREM', pkey(tag_of(eid)) .. 'purge', eid)
+    return 0
+  end
+  if ex.purge_at == nil or ex.purge_at > a.now then
+    sync(ex, memberships(ex), true)
+    return 0
+  end
+  unindex(ex)
+  redis.call('DEL', keys[1], keys[1] .. ':in', keys[1] .. ':out', keys[1] .. ':att')
+  return 1
+end
+
+-- The record and its result in one consistent read: {flat record, result or nil} or nil.
+local function read(keys)
+  local flat = redis.call('HGETALL', keys[1])
+  if #flat == 0 then return nil end
+  return {flat, redis.call('GET', keys[1] .. ':out')}
+end
+
+local function register(name, fn)
+  redis.register_function(name, function(keys, argv)
+    NULL = cjson.null
+    woken = {}
+    local answer = fn(keys, argv)
+    publish_woken()
+    return answer
+  end)
+end
+
+local function register_read(name, fn)
+  redis.register_function{function_name = name, callback = fn, flags = {'no-writes'}}
+end
+
+register_read('ff_version', function() return LIBRARY_VERSION .. '.' .. SOURCE_DIGEST end)
+register_read('ff_read', read)
+register('ff_create', create)
+register('ff_claim', claim)
+register('ff_renew', by_rule(rule_renew))
+register('ff_progress', by_rule(rule_progress))
+register('ff_complete', complete)
+register('ff_fail', by_rule(rule_fail))
+register('ff_delay', by_rule(rule_delay))
+register('ff_cancel', by_rule(rule_cancel))
+register('ff_change_priority', by_rule(rule_change_priority))
+register('ff_replay', by_rule(rule_replay))
+register('ff_revoke_lease', by_rule(rule_revoke_lease))
+register('ff_scan', scan)
+register('ff_purge', purge)

@@ -1,0 +1,356 @@
+"""``ValkeyBackend``: every operation is one FCALL of the flowfabric function library.
+
+Claims call the lane's solo partition first, then the other partitions where the lane has
+claimable work (``lanes.WorkMap``; the partitions a lane ever used are a hint set that only
+grows). Scanners read each used partition's due index and apply one FCALL per candidate,
+which re-checks due-ness, so several appliances can share a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import trio
+import trio_asyncio
+
+from appliance.backend import BackendBase, BackendEnv, ScanResult
+from appliance.backend.protocol import Outcome
+from appliance.core import transitions as rules
+from appliance.core.contracts import CancelArgs, ClaimArgs, CreateArgs, ListPage
+from appliance.core.errors import StartupError, StoreUnavailable
+from appliance.core.handle import Fence, Handle
+from appliance.core.ids import parse_execution_id
+from appliance.core.partitions import solo_partition
+from appliance.core.record import Execution
+from appliance.core.transitions import Ctx
+
+from . import codec, keys, library
+from .connection import Connection
+from .lanes import WorkMap
+from .settings import ValkeySettings
+
+log = logging.getLogger("flowfabric.valkey")
+
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+#: Extra real time an idempotency key lives past its window; the window itself is judged
+#: against the appliance clock inside the library.
+IDEMPOTENCY_GRACE_MS = 60_000
+CLAIM_WINDOW = 64
+PROMOTE_ON_CLAIM = 16
+#: How long this appliance trusts its memory of hints it wrote (a store that lost its
+#: data gets them back within this time).
+KNOWN_MAX_AGE_S = 60.0
+PUBSUB_POLL_S = 1.0
+
+
+class ValkeyBackend(BackendBase):
+    name = "valkey"
+
+    def __init__(self, settings: ValkeySettings) -> None:
+        self.settings = settings
+        self.conn: Connection | None = None
+        self.env = BackendEnv()
+        self._work = WorkMap()
+        self._known: set[tuple[str, int]] = set()
+        self._known_since = time.monotonic()
+        self._used: set[int] = set()
+
+    def describe(self) -> str:
+        return f"valkey {self.settings.describe()}"
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def prepare(self, env: BackendEnv) -> None:
+        self.env = env
+        self.conn = Connection(self.settings, library.load)
+        try:
+            await self.conn.command("PING")
+            infos = await self.conn.on_every_node("INFO", "server")
+            library.check_server_versions(infos)
+            await library.check_partitions(self.conn, env.partitions)
+            await library.ensure(self.conn)
+        except StoreUnavailable as exc:
+            await self.close()
+            raise StartupError(f"cannot reach the Valkey store at {self.settings.describe()} "
+                               f"({exc.__cause__}); start it or set FF_VALKEY_URL") from exc
+        except BaseException:
+            await self.close()
+            raise
+
+    async def ping(self) -> None:
+        await self._conn().command("PING")
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            await conn.close()
+
+    def _conn(self) -> Connection:
+        if self.conn is None:
+            raise StoreUnavailable("the Valkey backend is closed")
+        return self.conn
+
+    def _args(self, **values: Any) -> dict[str, Any]:
+        return {"now": self.env.clock.now_ms(), "retention_ms": self.env.retention_ms,
+                **values}
+
+    async def _fcall(self, name: str, key: str, args: dict[str, Any],
+                     data: bytes | None = None) -> Any:
+        return await self._conn().fcall(name, key, args, data)
+
+    # -- where a lane's work lives ----------------------------------------------------------
+    async def _remember(self, lane: str, partition: int) -> None:
+        """Before work of ``lane`` first lands on ``partition``: claims and scanners must find
+        it even if this appliance dies right after (hints are only ever added)."""
+        if time.monotonic() - self._known_since > KNOWN_MAX_AGE_S:
+            self._known, self._known_since = set(), time.monotonic()
+        if (lane, partition) in self._known:
+            return
+        solo = solo_partition(lane, self.env.partitions.flow)
+
+        def record(pipe: Any) -> None:
+            pipe.sadd(keys.USED_PARTITIONS, partition)
+            if partition != solo:
+                pipe.sadd(keys.lane_hint(lane), partition)
+
+        await self._conn().pipeline(record)
+        self._known.add((lane, partition))
+        self._used.add(partition)
+
+    async def _claim_order(self, lane: str, solo: int, now: int) -> list[int]:
+        if self._work.stale(lane):
+            await self._probe(lane, solo)
+        return self._work.order(lane, solo, now)
+
+    async def _probe(self, lane: str, solo: int) -> None:
+        """Ask the solo partition and every other partition the lane has used when its
+        work there is next claimable."""
+        view = self._work.view(lane)
+        since, view.probing = view.version, True
+        try:
+            hinted = sorted({solo} | {int(p) for p in await self._conn().command(
+                "SMEMBERS", keys.lane_hint(lane))})
+
+            def ask(pipe: Any) -> None:
+                for partition in hinted:
+                    pipe.zscore(keys.partition(partition, "lanes"), lane)
+
+            scores = await self._conn().pipeline(ask)
+        finally:
+            view.probing = False
+        self._work.probed(lane, {p: float(s) for p, s in zip(hinted, scores, strict=True)
+                                 if s is not None}, since)
+
+    def _answer(self, answer: Any, execution_id: str, *, fence: Fence | None = None,
+                by_handle: bool = False, touches: bool = False) -> Outcome:
+        """The outcome, or its typed error raised. An operation that can make work claimable
+        (or failed: a lease found expired on the way was marked, making it reclaimable)
+        marks the execution's partition for claims."""
+        decoded = codec.decode_answer(answer)
+        if touches or "err" in decoded:
+            self._touched(execution_id)
+        return codec.outcome_of(decoded, execution_id, fence=fence, by_handle=by_handle)
+
+    def _touched(self, execution_id: str) -> None:
+        """A local operation may have made work claimable on the execution's partition."""
+        self._work.mark(parse_execution_id(execution_id).partition)
+
+    async def _used_partitions(self) -> list[int]:
+        raw = await self._conn().command("SMEMBERS", keys.USED_PARTITIONS)
+        self._used |= {int(p) for p in raw}
+        return sorted(self._used)
+
+    # -- ingress and operator -------------------------------------------------------------
+    async def create_execution(self, args: CreateArgs) -> Outcome:
+        ex = rules.create(args, Ctx(now=self.env.clock.now_ms(),
+                                    retention_ms=self.env.retention_ms))
+        call: dict[str, Any] = {"row": codec.row_of(ex), "now": ex.created_at}
+        if args.idempotency_key is not None:
+            call.update(idempotency_key=args.idempotency_key,
+                        idempotency_ttl_ms=args.policy.dedup_window_ms or IDEMPOTENCY_TTL_MS,
+                        idempotency_grace_ms=IDEMPOTENCY_GRACE_MS)
+        await self._remember(args.lane_id, args.partition_id)
+        answer = await self._fcall("ff_create", keys.record(ex.execution_id), call,
+                                   args.input_payload)
+        self._work.mark(args.partition_id, args.lane_id)
+        return codec.outcome_of(codec.decode_answer(answer), ex.execution_id)
+
+    async def get_execution(self, execution_id: str) -> Execution | None:
+        return codec.execution_from(await self._conn().call(self._conn().client.hgetall,
+                                                            keys.record(execution_id)))
+
+    async def get_result(self, execution_id: str) -> tuple[Execution, bytes | None] | None:
+        found = await self._conn().fcall("ff_read", keys.record(execution_id), {},
+                                         read_only=True)
+        if found is None:
+            return None
+        ex = codec.execution_from(found[0])
+        if ex is None:
+            return None
+        return ex, (bytes(found[1]) if ex.has_result and found[1] is not None else None)
+
+    async def list_executions(self, partition: int, cursor: str | None, limit: int) -> ListPage:
+        if limit <= 0:
+            return ListPage([], None)
+        start = b"(" + cursor.encode() if cursor else b"-"
+        raw = await self._conn().command("ZRANGEBYLEX", keys.partition(partition), start, b"+",
+                                         "LIMIT", 0, limit + 1)
+        ids = [r.decode() for r in raw]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        return ListPage(ids, ids[-1] if more else None)
+
+    async def _operator(self, name: str, execution_id: str, **values: Any) -> Outcome:
+        answer = await self._fcall(name, keys.record(execution_id), self._args(**values))
+        return self._answer(answer, execution_id, touches=True)
+
+    async def cancel_execution(self, args: CancelArgs) -> Outcome:
+        fence = codec.fence_args(args.fence) if args.fence is not None else None
+        answer = await self._fcall("ff_cancel", keys.record(args.execution_id),
+                                   self._args(reason=args.reason, source=args.source,
+                                              fence=fence))
+        return self._answer(answer, args.execution_id, fence=args.fence)
+
+    async def change_priority(self, execution_id: str, priority: int) -> Outcome:
+        return await self._operator("ff_change_priority", execution_id, priority=priority)
+
+    async def replay_execution(self, execution_id: str) -> Outcome:
+        return await self._operator("ff_replay", execution_id)
+
+    async def revoke_lease(self, execution_id: str, reason: str) -> Outcome:
+        return await self._operator("ff_revoke_lease", execution_id, reason=reason)
+
+    # -- worker side ----------------------------------------------------------------------
+    async def claim(self, args: ClaimArgs) -> tuple[Outcome, bytes] | None:
+        call = self._args(lane_id=args.lane_id, capabilities=",".join(args.capabilities),
+                          worker_id=args.worker_id, worker_instance_id=args.worker_instance_id,
+                          lease_ttl_ms=args.lease_ttl_ms, lease_id=str(uuid.uuid4()),
+                          attempt_id=str(uuid.uuid4()), window=CLAIM_WINDOW,
+                          promote_limit=PROMOTE_ON_CLAIM)
+        solo = solo_partition(args.lane_id, self.env.partitions.flow)
+        for partition in await self._claim_order(args.lane_id, solo, call["now"]):
+            got = await self._fcall("ff_claim", keys.partition(partition), call)
+            self._work.seen(args.lane_id, partition, float(got[-1]))
+            if len(got) > 1:
+                attempt_type, payload, flat = got[:3]
+                return _claimed(attempt_type.decode(), codec.execution_from(flat),
+                                args), bytes(payload)
+        return None
+
+    async def _by_handle(self, name: str, handle: Handle, data: bytes | None = None,
+                         **values: Any) -> Outcome:
+        call = self._args(fence=codec.fence_args(handle.fence), **values)
+        answer = await self._fcall(name, keys.record(handle.execution_id), call, data)
+        return self._answer(answer, handle.execution_id, fence=handle.fence, by_handle=True,
+                            touches=name in ("ff_fail", "ff_delay"))
+
+    async def renew(self, handle: Handle, lease_ttl_ms: int | None) -> Outcome:
+        return await self._by_handle("ff_renew", handle, lease_ttl_ms=lease_ttl_ms)
+
+    async def progress(self, handle: Handle, pct: int | None, message: str | None) -> Outcome:
+        return await self._by_handle("ff_progress", handle, progress_pct=pct,
+                                     progress_message=message)
+
+    async def complete(self, handle: Handle, result: bytes | None,
+                       encoding: str | None) -> Outcome:
+        return await self._by_handle("ff_complete", handle, result or b"",
+                                     result_encoding=encoding)
+
+    async def fail(self, handle: Handle, reason: str, category: str | None) -> Outcome:
+        return await self._by_handle("ff_fail", handle, failure_reason=reason,
+                                     failure_category=category, u=random.random())
+
+    async def delay(self, handle: Handle, delay_until: int) -> Outcome:
+        return await self._by_handle("ff_delay", handle, delay_until=delay_until)
+
+    # -- scanners -------------------------------------------------------------------------
+    async def run_scanner(self, scanner: str, limit: int, skip: frozenset[str]) -> ScanResult:
+        index = keys.SCAN_INDEX[scanner]
+        now = self.env.clock.now_ms()
+        partitions = await self._used_partitions()
+        want = limit + len(skip)
+
+        def due(pipe: Any) -> None:
+            for p in partitions:
+                pipe.zrangebyscore(keys.partition(p, index), "-inf", now, start=0, num=want,
+                                   withscores=True)
+
+        found = await self._conn().pipeline(due) if partitions else []
+        candidates = sorted((score, member.decode()) for rows in found for member, score in rows)
+        ids = [eid for _, eid in candidates if eid not in skip][:limit]
+        result = ScanResult()
+        for eid in ids:
+            try:
+                if scanner == "retention_trimmer":
+                    purged = await self._fcall("ff_purge", keys.record(eid), {"now": now})
+                    result.processed += int(purged)
+                    continue
+                answer = codec.decode_answer(await self._fcall(
+                    "ff_scan", keys.record(eid), self._args(scanner=scanner,
+                                                            u=random.random())))
+            except StoreUnavailable:
+                raise
+            except Exception as exc:  # one bad record must not stop the batch
+                result.failed[eid] = exc
+                continue
+            done = answer["ok"]
+            if done["applied"]:
+                self._touched(eid)
+                result.processed += 1
+                if done["woke"]:
+                    result.lanes_woken.add(done["woke"])
+        return result
+
+    # -- wake-ups from other appliances ---------------------------------------------------------
+    async def serve_work_notifications(self, notify: Callable[[str], None], *,
+                                       task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The library publishes a lane on ``ff:work`` whenever it made work claimable."""
+        conn = self._conn()
+        pubsub = conn.client.pubsub()
+        task_status.started()
+        try:
+            subscribed = False
+            while True:
+                try:
+                    if not subscribed:
+                        await conn.call(pubsub.subscribe, keys.WORK_CHANNEL)
+                        subscribed = True
+                    message = await conn.call(pubsub.get_message,
+                                              ignore_subscribe_messages=True,
+                                              timeout=PUBSUB_POLL_S)
+                except StoreUnavailable as exc:
+                    log.warning("work notifications paused: %s", exc)
+                    subscribed = False
+                    await trio.sleep(PUBSUB_POLL_S)
+                    continue
+                if message and message.get("type") == "message":
+                    partition, _, lane = message["data"].decode().partition(":")
+                    self._work.mark(int(partition), lane)
+                    notify(lane)
+        finally:
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await trio_asyncio.aio_as_trio(pubsub.aclose, loop=conn.loop)()
+
+
+def _claimed(attempt_type: str, ex: Execution | None, args: ClaimArgs) -> Outcome:
+    """The claim outcome exactly as ``transitions.claim`` shapes it."""
+    assert ex is not None and ex.current_attempt_index is not None
+    fence = Fence(ex.current_lease_id or "", ex.current_lease_epoch, ex.current_attempt_id or "")
+    handle = Handle(ex.execution_id, ex.current_attempt_index, fence)
+    return {
+        "execution_id": ex.execution_id, "attempt_index": ex.current_attempt_index,
+        "attempt_id": ex.current_attempt_id, "attempt_type": attempt_type,
+        "lease_id": ex.current_lease_id, "lease_epoch": ex.current_lease_epoch,
+        "lease_expires_at": ex.lease_expires_at, "lease_ttl_ms": args.lease_ttl_ms,
+        "handle": handle.encode(), "namespace": ex.namespace, "lane_id": ex.lane_id,
+        "execution_kind": ex.execution_kind, "priority": ex.priority,
+        "payload_encoding": ex.payload_encoding, "tags": ex.tag_map(),
+        "policy": json.loads(ex.policy), "attempt_deadline_at": ex.attempt_deadline_at,
+        "execution_deadline_at": ex.execution_deadline_at,
+    }

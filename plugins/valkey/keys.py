@@ -1,0 +1,31 @@
+"""Key names; the Lua library builds the same ones (see lua/00_library.lua).
+
+Everything about one execution and every per-partition index carries the hash tag
+``{fp:N}``, so one FCALL touches one cluster slot. Deployment-wide keys share ``{cfg}``.
+"""
+
+from __future__ import annotations
+
+CONFIG = "ff:{cfg}:config"
+USED_PARTITIONS = "ff:{cfg}:partitions_used"
+#: The library publishes "<partition>:<lane>" here when it made work claimable.
+WORK_CHANNEL = "ff:work"
+
+#: The scanner name → the partition index it reads.
+SCAN_INDEX = {"lease_expiry": "lease", "delayed_promoter": "delayed",
+              "attempt_timeout": "adl", "execution_deadline": "edl",
+              "retention_trimmer": "purge"}
+
+
+def record(execution_id: str) -> str:
+    """The execution's record; ``execution_id`` (``{fp:N}:<uuid>``) brings the tag."""
+    return "ff:x:" + execution_id
+
+
+def partition(index: int, name: str = "all") -> str:
+    return f"ff:p:{{fp:{index}}}:{name}"
+
+
+def lane_hint(lane: str) -> str:
+    """Partitions that have held work of ``lane`` (besides its solo partition)."""
+    return "ff:hint:" + lane
