@@ -74,7 +74,8 @@ CREATE TABLE ff_exec (
 );
 
 CREATE INDEX ff_exec_by_partition ON ff_exec (partition_id, execution_id);
-CREATE INDEX ff_exec_claimable ON ff_exec (lane_id, priority DESC, created_at, execution_id)
+CREATE INDEX ff_exec_claimable
+    ON ff_exec (lane_id, required_capabilities, priority DESC, created_at, execution_id)
     WHERE claimable = 1;
 CREATE INDEX ff_exec_delayed_lane ON ff_exec (lane_id, delay_until) WHERE delay_until IS NOT NULL;
 CREATE INDEX ff_exec_delayed ON ff_exec (delay_until) WHERE delay_until IS NOT NULL;
