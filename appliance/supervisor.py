@@ -64,7 +64,7 @@ async def serve(config: Config, *, handle_signals: bool = True,
 async def _supervise(config: Config, backend: Backend, handle_signals: bool,
                      task_status: Any) -> int:
     service = Service(backend, config)
-    engine = Engine(backend, config.scanner_intervals_s, service.work.notify)
+    engine = Engine(backend, config.scanner_intervals_s, service.work.notify_all)
     stopping = trio.Event()
 
     def stop() -> None:

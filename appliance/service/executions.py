@@ -195,17 +195,21 @@ class Service:
         f.done()
         deadline = trio.current_time() + wait_ms / 1000  # type: ignore[operator]
         while True:
-            woken = self.work.event(args.lane_id)
-            got = await self.backend.claim(args)
-            if got is not None:
-                outcome, payload = got
-                return {**outcome, "input_payload": list(payload),
-                        "input_payload_b64": base64.b64encode(payload).decode()}
-            remaining = deadline - trio.current_time()
-            if remaining <= 0 or self.work.closing:
-                return None
-            with trio.move_on_after(min(remaining, REPOLL_S)):
-                await woken.wait()
+            woken = self.work.waiter(args.lane_id)
+            got = None
+            try:
+                got = await self.backend.claim(args)
+                if got is not None:
+                    outcome, payload = got
+                    return {**outcome, "input_payload": list(payload),
+                            "input_payload_b64": base64.b64encode(payload).decode()}
+                remaining = deadline - trio.current_time()
+                if remaining <= 0 or self.work.closing:
+                    return None
+                with trio.move_on_after(min(remaining, REPOLL_S)):
+                    await woken.wait()
+            finally:
+                self.work.done(args.lane_id, woken, claimed=got is not None)
 
     async def renew(self, execution_id: str, body: Any) -> dict[str, Any]:
         f = Fields(body, "")

@@ -106,7 +106,7 @@ async def open_harness(backend: str, options: Mapping[str, str] | None = None
         await instance.prepare(BackendEnv(config.partitions, clock, config.retention_ms))
         try:
             service = Service(instance, config)
-            engine = Engine(instance, config.scanner_intervals_s, service.work.notify)
+            engine = Engine(instance, config.scanner_intervals_s, service.work.notify_all)
             app = create_app(service, config)
             yield Harness(config, clock, instance, service, engine, app.test_client())
         finally:
