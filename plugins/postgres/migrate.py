@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from appliance.core.errors import StartupError
-from flowfabric_sql import migrations
+from flowfabric_sql import pending
 
 #: ``pg_advisory_xact_lock`` key ("flowfabr"): appliances starting together migrate in turn.
 MIGRATION_LOCK = 0x666C6F7766616272
@@ -22,15 +22,9 @@ async def migrate(url: str, where: str, now_ms: int, connect_timeout: int) -> No
                                "PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)")
             cur = await conn.execute("SELECT version FROM ff_schema_version")
             applied = {row[0] for row in await cur.fetchall()}
-            known = migrations("postgres")
-            newest = max(version for version, _, _ in known)
-            if applied and max(applied) > newest:
-                raise StartupError(f"PostgreSQL at {where} was written by a newer FlowFabric "
-                                   f"(schema {max(applied)} > {newest}); upgrade this appliance")
-            for version, name, sql in known:
-                if version not in applied:
-                    await conn.execute(sql)
-                    await conn.execute("INSERT INTO ff_schema_version (version, name, applied_at) "
-                                       "VALUES (%s, %s, %s)", (version, name, now_ms))
+            for version, name, sql in pending("postgres", applied, f"PostgreSQL at {where}"):
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO ff_schema_version (version, name, applied_at) "
+                                   "VALUES (%s, %s, %s)", (version, name, now_ms))
     finally:
         await conn.close()

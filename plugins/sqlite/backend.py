@@ -14,7 +14,7 @@ from appliance.backend import BackendEnv
 from appliance.backend.sql.backend import SqlBackend
 from appliance.backend.sql.statements import SQLITE, OpFactory, run_blocking
 from appliance.core.errors import StartupError
-from flowfabric_sql import migrations
+from flowfabric_sql import pending
 
 from .writer import Writer, connect
 
@@ -80,14 +80,7 @@ def _migrate(path: str) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS ff_schema_version (version INTEGER PRIMARY KEY, "
                      "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
         applied = {row[0] for row in conn.execute("SELECT version FROM ff_schema_version")}
-        known = migrations("sqlite")
-        newest = max(v for v, _, _ in known)
-        if applied and max(applied) > newest:
-            raise StartupError(f"{path} was written by a newer FlowFabric (schema "
-                               f"{max(applied)} > {newest}); upgrade this appliance")
-        for version, name, sql in known:
-            if version in applied:
-                continue
+        for version, name, sql in pending("sqlite", applied, path):
             stamp = int(time.time() * 1000)
             conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO ff_schema_version VALUES "
                                f"({version}, '{name}', {stamp});\nCOMMIT;")
