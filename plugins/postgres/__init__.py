@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.backend import hookimpl
 from appliance.core.errors import StartupError
 
-from .backend import DEFAULT_POOL_SIZE, PostgresBackend
+if TYPE_CHECKING:
+    from .backend import PostgresBackend
 
 __all__ = ["PostgresBackend"]
 
+DEFAULT_POOL_SIZE = 10
 MAX_POOL_SIZE = 1000
+
+
+def __getattr__(name: str) -> Any:
+    """The driver (psycopg) is imported only when this backend is used."""
+    if name == "PostgresBackend":
+        from .backend import PostgresBackend
+        return PostgresBackend
+    raise AttributeError(name)
 
 
 @hookimpl
@@ -27,6 +37,7 @@ def flowfabric_backend(name: str, config: Any) -> PostgresBackend | None:
     if url is None:
         raise StartupError("FF_BACKEND=postgres requires FF_POSTGRES_URL, e.g. "
                            "postgresql://user@127.0.0.1:5432/flowfabric")
+    from .backend import PostgresBackend
     return PostgresBackend(url, pool_size=_pool_size(config.option("FF_POSTGRES_POOL_SIZE")))
 
 

@@ -26,6 +26,7 @@ from appliance.backend.sql.backend import SqlBackend
 from appliance.backend.sql.statements import POSTGRES, Op, OpFactory, one, run_async
 from appliance.core.errors import StartupError, StoreUnavailable
 
+from . import DEFAULT_POOL_SIZE
 from .listener import listen_for_work
 from .migrate import migrate
 
@@ -38,7 +39,6 @@ def _running_loop() -> asyncio.AbstractEventLoop:
 # trio_asyncio patched it, the binding cannot see trio-asyncio loops. Look it up per call.
 psycopg.waiting.get_running_loop = _running_loop  # type: ignore[attr-defined]
 
-DEFAULT_POOL_SIZE = 10
 CONNECT_TIMEOUT_S = 5
 ACQUIRE_TIMEOUT_S = 5.0
 OPERATION_TIMEOUT_S = 30.0

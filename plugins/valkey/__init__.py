@@ -7,15 +7,27 @@ for Valkey/Redis Cluster. Needs Redis ≥ 7.0 or Valkey ≥ 7.2.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.backend import hookimpl
 
-from .backend import ValkeyBackend
-from .library import LIBRARY_VERSION
 from .settings import ValkeySettings, settings_from
 
+if TYPE_CHECKING:
+    from .backend import ValkeyBackend
+
 __all__ = ["LIBRARY_VERSION", "ValkeyBackend", "ValkeySettings"]
+
+
+def __getattr__(name: str) -> Any:
+    """The driver (redis) is imported only when this backend is used."""
+    if name == "ValkeyBackend":
+        from .backend import ValkeyBackend
+        return ValkeyBackend
+    if name == "LIBRARY_VERSION":
+        from .library import LIBRARY_VERSION
+        return LIBRARY_VERSION
+    raise AttributeError(name)
 
 
 @hookimpl
@@ -27,4 +39,6 @@ def flowfabric_backend_names() -> list[str]:
 def flowfabric_backend(name: str, config: Any) -> ValkeyBackend | None:
     if name != "valkey":
         return None
-    return ValkeyBackend(settings_from(config))
+    settings = settings_from(config)
+    from .backend import ValkeyBackend
+    return ValkeyBackend(settings)
