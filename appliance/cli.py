@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the appliance (the default command)",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_serve_flags(serve)
-    sub.add_parser("plugins", help="list discovered backend plugins and where they came from")
+    plugins = sub.add_parser("plugins",
+                             help="list discovered backend plugins and where they came from")
+    plugins.add_argument("--plugin-path", action="append", default=[], metavar="PATH",
+                         help="also load plugins from PATH (repeatable; env FF_PLUGIN_PATH)")
     return parser
 
 
@@ -40,6 +43,10 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         if setting.env == "FF_INSECURE":
             parser.add_argument(setting.flag, action="store_const", const="true",
                                 dest=setting.env, help=setting.help)
+        elif setting.env == "FF_PLUGIN_PATH":
+            parser.add_argument(setting.flag, action="append", dest=setting.env,
+                                metavar="PATH", help=f"{setting.help} (repeatable; env "
+                                f"{setting.env})")
         else:
             parser.add_argument(setting.flag, dest=setting.env, metavar="VALUE",
                                 help=f"{setting.help} (env {setting.env})")
@@ -53,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "serve")  # `flowfabric` alone serves, like `flowfabric serve`
     args = build_parser().parse_args(argv)
     if args.command == "plugins":
-        return show_plugins()
+        return show_plugins(_plugin_path(os.environ.get("FF_PLUGIN_PATH"), args.plugin_path))
     overrides = {s.env: getattr(args, s.env, None) for s in SETTINGS if s.flag}
+    overrides["FF_PLUGIN_PATH"] = _plugin_path(os.environ.get("FF_PLUGIN_PATH"),
+                                               args.FF_PLUGIN_PATH or [])
     for item in getattr(args, "set", []):
         name, sep, value = item.partition("=")
         if not sep or not name.startswith("FF_"):
@@ -87,11 +96,16 @@ def _leaves(error: BaseException) -> list[BaseException]:
     return [error]
 
 
-def show_plugins() -> int:
+def _plugin_path(env: str | None, flags: list[str]) -> str:
+    """The environment's plugin path, then each --plugin-path flag."""
+    return os.pathsep.join([p for p in (env or "").split(os.pathsep) if p] + flags)
+
+
+def show_plugins(plugin_path: str) -> int:
     from appliance.backend.plugins import get_plugin_manager
 
     logging.basicConfig(level="ERROR")
-    plugins = get_plugin_manager()
+    plugins = get_plugin_manager([p for p in plugin_path.split(os.pathsep) if p])
     for info in plugins.infos:
         status = "ok" if info.error is None else f"BROKEN: {info.error}"
         backends = ", ".join(info.backends) or "-"

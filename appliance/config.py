@@ -7,6 +7,7 @@ message naming the variable, what was wrong and what to set instead.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ SETTINGS = (
     Setting("FF_BACKEND", "sqlite", "storage backend plugin to use", "--backend"),
     Setting("FF_SQLITE_PATH", "flowfabric.db", "SQLite database file (sqlite backend)",
             "--sqlite-path"),
+    Setting("FF_PLUGIN_PATH", None, "extra backend plugins: folders of .py files or of "
+            "`pip install --target` output, or .whl files, separated by ':'", "--plugin-path"),
     Setting("FF_API_TOKEN", None, "Bearer token required on every route but /healthz"),
     Setting("FF_INSECURE", "false",
             "allow a non-loopback FF_LISTEN_ADDR without FF_API_TOKEN", "--insecure"),
@@ -63,6 +66,7 @@ class Config:
     listen_host: str = "127.0.0.1"
     listen_port: int = 9090
     backend: str = "sqlite"
+    plugin_path: list[str] = field(default_factory=list)
     api_token: str | None = None
     insecure: bool = False
     cors_origins: tuple[str, ...] = ()
@@ -106,6 +110,7 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
         listen_port=port,
         backend=(get("FF_BACKEND") or "").strip().lower() or _bad("FF_BACKEND", "", "must "
                                                                   "name a backend, e.g. sqlite"),
+        plugin_path=[p for p in (raw.get("FF_PLUGIN_PATH") or "").split(os.pathsep) if p],
         api_token=raw.get("FF_API_TOKEN") or None,
         insecure=_bool("FF_INSECURE", get("FF_INSECURE")),
         cors_origins=_origins(raw.get("FF_CORS_ORIGINS")),

@@ -50,7 +50,7 @@ class Running:
 async def serve(config: Config, *, handle_signals: bool = True,
                 task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
     """Run the appliance until drained; returns the process exit code."""
-    backend = get_plugin_manager().make_backend(config.backend, config)
+    backend = get_plugin_manager(config.plugin_path).make_backend(config.backend, config)
     async with trio_asyncio.open_loop():
         await backend.prepare(BackendEnv(config.partitions, config.clock, config.retention_ms))
         try:

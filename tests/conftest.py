@@ -2,9 +2,22 @@
 
 import importlib
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 for _module in pkgutil.iter_modules([str(Path(__file__).parent / "backend_setups")]):
     _mod = importlib.import_module(f"backend_setups.{_module.name}")
     globals().update({k: v for k, v in vars(_mod).items() if k.endswith("_backend_options")
                       or k.endswith("_server")})
+
+
+@pytest.fixture(scope="session")
+def example_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel of the example third-party backend (examples/memory-backend)."""
+    out = tmp_path_factory.mktemp("wheels")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
+                    str(Path(__file__).parents[1] / "examples" / "memory-backend")], check=True)
+    return next(out.glob("flowfabric_memory-*.whl"))

@@ -1,14 +1,24 @@
 """Discovering backend plugins and picking one.
 
+Plugins come from the ``flowfabric`` entry-point group of installed
+distributions, then from the plugin path (``FF_PLUGIN_PATH`` /
+``--plugin-path``): plain ``.py`` modules, folders made with
+``pip install --target``, and pure-Python wheels — the way a frozen
+executable, which has no site-packages of its own, takes new backends.
 A plugin that fails to import or register is recorded, reported by
 ``flowfabric plugins`` and in the log, and does not stop the others.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -92,23 +102,80 @@ class Plugins:
         return backend
 
 
-def get_plugin_manager() -> Plugins:
-    """Specs, then every entry point in the ``flowfabric`` group."""
+def get_plugin_manager(plugin_path: Sequence[str] = ()) -> Plugins:
+    """Specs, then every entry point of installed distributions, then the plugin path."""
     pm = pluggy.PluginManager("flowfabric")
     pm.add_hookspecs(hookspecs)
     plugins = Plugins(pm)
-    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                     key=lambda e: e.name):
+    _load_entry_points(plugins, importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    for entry in plugin_path:
+        _load_path_entry(plugins, Path(entry))
+    return plugins
+
+
+def _load_entry_points(plugins: Plugins, entry_points: Iterable[importlib.metadata.EntryPoint],
+                       where: str = "") -> None:
+    for ep in sorted(entry_points, key=lambda e: e.name):
+        if ep.group != ENTRY_POINT_GROUP or plugins.pm.has_plugin(ep.name):
+            continue
         dist = getattr(ep, "dist", None)
-        source = f"entry point {ep.value!r} of {dist.name if dist else 'unknown distribution'}"
+        source = (f"entry point {ep.value!r} of {dist.name if dist else 'unknown distribution'}"
+                  + where)
         version = dist.version if dist else None
         try:
             module = ep.load()
         except Exception as exc:
-            info = PluginInfo(name=ep.name, source=source, version=version,
-                              error=f"import failed: {type(exc).__name__}: {exc}")
-            plugins.infos.append(info)
-            log.warning("plugin %r (%s) could not be imported: %s", ep.name, source, info.error)
+            _broken(plugins, ep.name, source, version, exc)
             continue
         plugins.register(module, ep.name, source, version)
-    return plugins
+
+
+def _load_path_entry(plugins: Plugins, entry: Path) -> None:
+    """One plugin-path entry: a wheel, or a folder of modules, wheels and distributions."""
+    if not entry.exists():
+        plugins.infos.append(PluginInfo(name=str(entry), source="plugin path",
+                                         error="no such file or folder; fix FF_PLUGIN_PATH / "
+                                               "--plugin-path"))
+        log.warning("plugin path entry %s does not exist", entry)
+        return
+    if entry.is_file():
+        if entry.suffix != ".whl":
+            plugins.infos.append(PluginInfo(name=str(entry), source="plugin path",
+                                            error="not a wheel (.whl) or a folder"))
+            return
+        _load_importable(plugins, entry, f" in wheel {entry}")
+        return
+    for wheel in sorted(entry.glob("*.whl")):
+        _load_importable(plugins, wheel, f" in wheel {wheel}")
+    owned = _load_importable(plugins, entry, f" in {entry}")
+    for module_file in sorted(entry.glob("*.py")):
+        name = module_file.stem
+        if name in owned or plugins.pm.has_plugin(name):
+            continue
+        source = f"file {module_file}"
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:
+            _broken(plugins, name, source, None, exc)
+            continue
+        plugins.register(module, name, source)
+
+
+def _load_importable(plugins: Plugins, location: Path, where: str) -> set[str]:
+    """Put ``location`` on sys.path and register the entry points of the distributions in
+    it; returns the top-level module names those distributions own."""
+    if str(location) not in sys.path:
+        sys.path.insert(0, str(location))
+    owned: set[str] = set()
+    for dist in importlib.metadata.distributions(path=[str(location)]):
+        owned |= {Path(f).parts[0].removesuffix(".py") for f in dist.files or ()}
+        _load_entry_points(plugins, dist.entry_points, where)
+    return owned
+
+
+def _broken(plugins: Plugins, name: str, source: str, version: str | None,
+            exc: Exception) -> None:
+    info = PluginInfo(name=name, source=source, version=version,
+                      error=f"import failed: {type(exc).__name__}: {exc}")
+    plugins.infos.append(info)
+    log.warning("plugin %r (%s) could not be imported: %s", name, source, info.error)

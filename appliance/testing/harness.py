@@ -101,7 +101,7 @@ async def open_harness(backend: str, options: Mapping[str, str] | None = None
     """Prepare ``backend`` with ``options`` (FF_* settings) and serve the app in-process."""
     clock = FakeClock()
     config = load_config({"FF_BACKEND": backend, **(options or {})}, clock=clock)
-    instance = get_plugin_manager().make_backend(backend, config)
+    instance = get_plugin_manager(config.plugin_path).make_backend(backend, config)
     async with trio_asyncio.open_loop():
         await instance.prepare(BackendEnv(config.partitions, clock, config.retention_ms))
         try:

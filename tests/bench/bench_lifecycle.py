@@ -33,8 +33,8 @@ from urllib.parse import quote
 import httpx
 import trio
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from serve_process import ApplianceProcess  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from support.serve_process import ApplianceProcess  # noqa: E402
 
 LANE = "bench"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_process import FAST_SCANNERS, ApplianceProcess
+from support.serve_process import FAST_SCANNERS, ApplianceProcess
 
 EPHEMERAL = ("serve", "--listen", "127.0.0.1:0")
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from serve_process import port_is_free
+from support.serve_process import port_is_free
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import signal
 import httpx
 import pytest
 import trio
-from serve_process import port_is_free
+from support.serve_process import port_is_free
 
 pytestmark = pytest.mark.e2e
 

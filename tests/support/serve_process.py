@@ -1,4 +1,5 @@
-"""Run `python -m appliance` as a child process and follow its startup log."""
+"""Run the appliance (`python -m appliance`, or a frozen binary) as a child process and
+follow its startup log."""
 
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ class ApplianceProcess:
     """One appliance child; its stderr is collected line by line on a thread."""
 
     def __init__(self, cwd: Path, args: Sequence[str] = ("serve", "--listen", "127.0.0.1:0"),
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 command: Sequence[str] = (sys.executable, "-m", "appliance")) -> None:
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
         child_env.update(env or {})
         child_env["PYTHONUNBUFFERED"] = "1"
         self.cwd = Path(cwd)
-        self.proc = subprocess.Popen([sys.executable, "-m", "appliance", *args], cwd=cwd,
+        self.proc = subprocess.Popen([*command, *args], cwd=cwd,
                                      env=child_env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []

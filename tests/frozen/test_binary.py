@@ -1,0 +1,96 @@
+"""The single executable: same CLI and defaults, all three backends, third-party plugins."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+from support.serve_process import port_is_free
+
+BROKEN = Path(__file__).parents[1] / "fixtures" / "broken_plugins"
+EPHEMERAL = ("serve", "--listen", "127.0.0.1:0")
+
+
+def lifecycle(url: str) -> None:
+    """create → claim-task → complete → result, as a user would."""
+    with httpx.Client(base_url=url, timeout=10) as http:
+        created = http.post("/v1/executions", json={"input_payload_b64": "aGk="})
+        assert created.status_code == 201, created.text
+        eid = created.json()["Created"]["execution_id"]
+        task = http.post("/v1/workers/w/claim-task",
+                         json={"lane_id": "default", "worker_instance_id": "w-1"}).json()
+        assert (task["execution_id"], task["input_payload_b64"]) == (eid, "aGk=")
+        done = http.post(f"/v1/executions/{quote(eid, safe='')}/complete",
+                         json={"handle": task["handle"], "result_b64": "b2s="})
+        assert done.status_code == 200, done.text
+        assert http.get(f"/v1/executions/{quote(eid, safe='')}/result").content == b"ok"
+
+
+def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_version_help_and_plugins_match_the_installed_cli(frozen_binary):
+    assert run(frozen_binary, "--version").stdout.strip() == "flowfabric 0.1.0"
+    help_text = run(frozen_binary, "--help").stdout
+    assert "serve" in help_text and "plugins" in help_text
+    listing = run(frozen_binary, "plugins").stdout
+    for backend in ("sqlite", "valkey", "postgres"):
+        assert f"backends: {backend}  [ok]" in listing
+
+
+def test_no_arguments_in_an_empty_folder_serves_on_the_embedded_store(run_binary, tmp_path):
+    args = () if port_is_free("127.0.0.1", 9090) else EPHEMERAL
+    app = run_binary(args)
+    if not args:
+        assert app.url == "http://127.0.0.1:9090"
+    lifecycle(app.url)
+    assert (tmp_path / "flowfabric.db").exists()
+    assert app.stop() == 0
+
+
+def test_lifecycle_on_valkey(run_binary, valkey_backend_options):
+    app = run_binary(EPHEMERAL, env={"FF_BACKEND": "valkey", **valkey_backend_options})
+    lifecycle(app.url)
+    assert app.stop() == 0
+
+
+def test_lifecycle_on_postgres(run_binary, postgres_backend_options):
+    app = run_binary(EPHEMERAL, env={"FF_BACKEND": "postgres", **postgres_backend_options})
+    lifecycle(app.url)
+    assert app.stop() == 0
+
+
+def test_a_third_party_wheel_on_the_plugin_path_serves(run_binary, example_wheel):
+    app = run_binary((*EPHEMERAL, "--backend", "memory", "--plugin-path", str(example_wheel)))
+    app.wait_for_log("backend memory")
+    lifecycle(app.url)
+    assert app.stop() == 0
+
+
+def test_the_plugin_path_also_comes_from_the_environment(frozen_binary, example_wheel):
+    listing = subprocess.run([str(frozen_binary), "plugins"], capture_output=True, text=True,
+                             env={"FF_PLUGIN_PATH": str(example_wheel)}, timeout=60)
+    assert "backends: memory  [ok]" in listing.stdout
+    assert f"in wheel {example_wheel}" in listing.stdout
+
+
+def test_broken_plugins_are_named_and_a_healthy_backend_still_starts(frozen_binary, run_binary):
+    listing = run(frozen_binary, "plugins", "--plugin-path", str(BROKEN)).stdout
+    for name in ("ff_broken_import", "ff_bad_signature", "ff_unknown_hook",
+                 "ff_duplicate_sqlite"):
+        assert f"{name} " in listing and "BROKEN" in listing
+    app = run_binary((*EPHEMERAL, "--plugin-path", str(BROKEN)))
+    app.wait_for_log("ff_broken_import")  # the warning names the plugin
+    lifecycle(app.url)
+    assert app.stop() == 0
+
+
+@pytest.mark.parametrize("backend", ["nope"])
+def test_an_unknown_backend_names_the_ones_available(frozen_binary, backend):
+    result = run(frozen_binary, "serve", "--backend", backend, "--listen", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert "unknown backend 'nope'" in result.stderr and "sqlite" in result.stderr

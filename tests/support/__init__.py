@@ -1,0 +1,1 @@
+"""Helpers shared by the subprocess-driven tests and the benchmark."""
