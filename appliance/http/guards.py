@@ -63,9 +63,35 @@ async def json_body(cap: int) -> Any:
         raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: "
                                    f"application/json' (got {ctype or 'no content type'!r})")
     try:
-        return json.loads(data)
+        body = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"invalid JSON: {exc}", kind="invalid_json") from None
+    except RecursionError:
+        raise InvalidInput("invalid JSON: nested too deeply", kind="invalid_json") from None
+    _check_text(body)
+    return body
+
+
+def _check_text(body: Any) -> None:
+    """Every string must be storable by every backend: UTF-8 encodable (no lone
+    surrogates from ``\\ud800``-style escapes) and free of NUL characters."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(v for v in item if not isinstance(v, int))
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise InvalidInput(f"strings must not contain NUL (\\u0000) characters: "
+                                   f"{item[:40]!r}", kind="invalid_json")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(f"invalid JSON: a string holds a lone UTF-16 surrogate: "
+                                   f"{item[:40]!r}", kind="invalid_json") from None
 
 
 def preflight(config: Config) -> Response | None:
