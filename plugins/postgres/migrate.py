@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import psycopg
 
-from appliance.core.errors import StartupError
 from flowfabric_sql import pending
 
 #: ``pg_advisory_xact_lock`` key ("flowfabr"): appliances starting together migrate in turn.

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg
+
 import pytest
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -61,14 +63,21 @@ def empty_tables(url: str) -> None:
                 conn.execute(f"DELETE FROM {table}")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The URL of this session's database, dropped at the end."""
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """The URL of a new, empty database, dropped on exit."""
     name = create_database()
     try:
         yield database_url(name)
     finally:
         drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of this session's database, dropped at the end."""
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from backend_setups.postgres import admin_url, create_database, database_url, drop_database
+from backend_setups.postgres import admin_url, scratch_database
 from pg_support import Cluster
 
 
@@ -21,11 +21,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def fresh_url() -> Iterator[str]:
     """A database no appliance has touched yet."""
-    name = create_database()
-    try:
-        yield database_url(name)
-    finally:
-        drop_database(name)
+    with scratch_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from appliance.core import transitions as rules
 from appliance.core.contracts import CancelArgs, ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import ExecutionNotFound, InvalidHandle
 from appliance.core.handle import Handle
-from appliance.core.record import ATTEMPT_COLUMNS, EXECUTION_COLUMNS, Attempt, Execution
+from appliance.core.record import ATTEMPT_COLUMNS, EXECUTION_COLUMNS, Execution
 from appliance.core.transitions import CommitThenRaise, Ctx, Effect
 
 from .statements import Deferred, Op, all_, exec_, notify, one
