@@ -14,14 +14,7 @@ from dataclasses import dataclass, field
 from appliance.core.clock import Clock, SystemClock
 from appliance.core.errors import StartupError
 from appliance.core.partitions import PartitionConfig
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    env: str
-    default: str | None
-    help: str
-    flag: str | None = None
+from appliance.core.settings import Setting
 
 
 #: Every setting the appliance itself reads, in the order the README lists them.
@@ -52,6 +45,14 @@ SETTINGS = (
             "overrides per execution)"),
     Setting("FF_DEFAULT_LEASE_TTL_MS", "30000", "lease TTL when claim-task gives none"),
     Setting("FF_MAX_CLAIM_WAIT_MS", "30000", "longest long-poll a claim-task may ask for"),
+    Setting("FF_BODY_TIMEOUT_MS", "30000",
+            "a request body must arrive within this time, or the connection is closed (408)"),
+    Setting("FF_HEADER_TIMEOUT_MS", "5000",
+            "a connection must send a request's headers within this time, and is closed "
+            "after this long idle between requests"),
+    Setting("FF_MAX_CONNECTIONS", None,
+            "most open HTTP connections; more get a prompt 503 overloaded (default: sized "
+            "to the process's file-descriptor limit)"),
     Setting("FF_SHUTDOWN_GRACE_MS", "15000",
             "how long a drain waits for in-flight requests and background work"),
     Setting("FF_LOG_LEVEL", "info", "debug, info, warning or error", "--log-level"),
@@ -75,6 +76,10 @@ class Config:
     retention_ms: int = 86_400_000
     default_lease_ttl_ms: int = 30_000
     max_claim_wait_ms: int = 30_000
+    body_timeout_s: float = 30.0
+    header_timeout_s: float = 5.0
+    #: None: sized at startup from the file-descriptor limit.
+    max_connections: int | None = None
     shutdown_grace_s: float = 15.0
     log_level: str = "info"
     #: Raw values of every FF_* variable and ``--set`` flag, for plugins.
@@ -135,6 +140,13 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
         default_lease_ttl_ms=_int("FF_DEFAULT_LEASE_TTL_MS", get("FF_DEFAULT_LEASE_TTL_MS"), 1,
                                   86_400_000),
         max_claim_wait_ms=_int("FF_MAX_CLAIM_WAIT_MS", get("FF_MAX_CLAIM_WAIT_MS"), 0, 300_000),
+        body_timeout_s=_int("FF_BODY_TIMEOUT_MS", get("FF_BODY_TIMEOUT_MS"), 100,
+                            3_600_000) / 1000,
+        header_timeout_s=_int("FF_HEADER_TIMEOUT_MS", get("FF_HEADER_TIMEOUT_MS"), 100,
+                              3_600_000) / 1000,
+        max_connections=(None if raw.get("FF_MAX_CONNECTIONS") in (None, "") else
+                         _int("FF_MAX_CONNECTIONS", raw.get("FF_MAX_CONNECTIONS"), 1,
+                              1_000_000)),
         shutdown_grace_s=_int("FF_SHUTDOWN_GRACE_MS", get("FF_SHUTDOWN_GRACE_MS"), 0,
                               3_600_000) / 1000,
         log_level=_choice("FF_LOG_LEVEL", get("FF_LOG_LEVEL"),

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from appliance.core.settings import Setting
+
     from .protocol import BackendBase
 
 hookspec = pluggy.HookspecMarker("flowfabric")
@@ -40,4 +42,17 @@ def flowfabric_backend(name: str, config: Any) -> BackendBase | None:
 
     Returns:
         A ``BackendBase`` subclass instance, or ``None``.
+    """
+
+
+@hookspec
+def flowfabric_settings() -> list[Setting]:
+    """The ``FF_*`` settings this plugin reads.
+
+    They are listed by ``flowfabric serve --help`` and count as known names: an
+    ``FF_*`` variable or ``--set`` name that neither the appliance nor any plugin
+    declares stops the appliance with a did-you-mean message.
+
+    Returns:
+        ``appliance.backend.Setting`` values (name, default, help).
     """
