@@ -32,7 +32,7 @@ class HookedPlugin:
 def test_the_public_plugin_api_is_pinned():
     assert sorted(appliance.backend.__all__) == [
         "Backend", "BackendBase", "BackendEnv", "OPERATIONS", "Outcome", "SCANNERS",
-        "ScanResult", "hookimpl", "hookspec"]
+        "ScanResult", "Setting", "hookimpl", "hookspec"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
