@@ -18,8 +18,6 @@ from typing import Any
 
 import trio
 import trio_asyncio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from appliance import __version__
 from appliance.backend import Backend, BackendEnv
@@ -27,6 +25,7 @@ from appliance.backend.plugins import get_plugin_manager
 from appliance.config import Config
 from appliance.engine import Engine
 from appliance.http import create_app
+from appliance.http.server import HttpStats, Listener, ListenSettings, bind, default_max_connections
 from appliance.service import Service
 
 log = logging.getLogger("flowfabric")
@@ -43,6 +42,7 @@ class Running:
     service: Service
     engine: Engine
     stop: Callable[[], None]
+    http: HttpStats = field(default_factory=HttpStats)
     forced: bool = False
     events: list[str] = field(default_factory=list)
 
@@ -51,17 +51,22 @@ async def serve(config: Config, *, handle_signals: bool = True,
                 task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
     """Run the appliance until drained; returns the process exit code."""
     backend = get_plugin_manager(config.plugin_path).make_backend(config.backend, config)
-    async with trio_asyncio.open_loop():
-        await backend.prepare(BackendEnv(config.partitions, config.clock, config.retention_ms))
-        try:
-            return await _supervise(config, backend, handle_signals, task_status)
-        finally:
-            with trio.CancelScope(shield=True):
-                await backend.close()
-                log.info("FlowFabric stopped")
+    sock = bind(config.listen_host, config.listen_port)  # a taken port fails before migrating
+    try:
+        async with trio_asyncio.open_loop():
+            await backend.prepare(BackendEnv(config.partitions, config.clock,
+                                             config.retention_ms))
+            try:
+                return await _supervise(config, backend, sock, handle_signals, task_status)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await backend.close()
+                    log.info("FlowFabric stopped")
+    finally:
+        sock.close()
 
 
-async def _supervise(config: Config, backend: Backend, handle_signals: bool,
+async def _supervise(config: Config, backend: Backend, sock: Any, handle_signals: bool,
                      task_status: Any) -> int:
     service = Service(backend, config)
     engine = Engine(backend, config.scanner_intervals_s, service.work.notify_all)
@@ -82,9 +87,10 @@ async def _supervise(config: Config, backend: Backend, handle_signals: bool,
         async with trio.open_nursery() as background:
             service.background = Background(background)
             http_done = trio.Event()
-            running.binds = await root.start(_serve_http, service, config, stopping.wait,
-                                             http_done)
-            _log_startup(config, backend, engine, running.binds)
+            listener = _listener(service, config, backend, sock)
+            running.http = listener.stats
+            running.binds = await root.start(_serve_http, listener, stopping.wait, http_done)
+            _log_startup(config, backend, engine, running.binds, listener)
             task_status.started(running)
             await http_done.wait()
             log.info("HTTP drained; preparing the backend for shutdown")
@@ -135,17 +141,17 @@ async def _in_scope(scope: trio.CancelScope, fn: Callable[[], Awaitable[None]]) 
         await fn()
 
 
-async def _serve_http(service: Service, config: Config, trigger: Callable[[], Awaitable[None]],
+def _listener(service: Service, config: Config, backend: Backend, sock: Any) -> Listener:
+    cap = config.max_connections or default_max_connections(backend.store_connections)
+    settings = ListenSettings(config.listen_host, config.listen_port, cap,
+                              config.header_timeout_s, config.shutdown_grace_s)
+    return Listener(create_app(service, config), settings, sock)
+
+
+async def _serve_http(listener: Listener, trigger: Callable[[], Awaitable[None]],
                       done: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    cfg = HypercornConfig()
-    cfg.bind = [config.listen]
-    cfg.graceful_timeout = config.shutdown_grace_s
-    cfg.accesslog = None
-    cfg.errorlog = logging.getLogger("flowfabric.http")
-    cfg.include_server_header = False
     try:
-        await hypercorn_serve(create_app(service, config), cfg,  # type: ignore[arg-type]
-                              shutdown_trigger=trigger, task_status=task_status)
+        await listener.serve(trigger, task_status=task_status)
     finally:
         done.set()
 
@@ -167,10 +173,14 @@ async def _watch_signals(running: Running, root: trio.CancelScope, *,
                 return
 
 
-def _log_startup(config: Config, backend: Backend, engine: Engine, binds: list[str]) -> None:
+def _log_startup(config: Config, backend: Backend, engine: Engine, binds: list[str],
+                 listener: Listener) -> None:
     parts = config.partitions
     scanners = ", ".join(f"{s.name} every {s.interval_s:g}s" for s in engine.specs) or "none"
     log.info("FlowFabric %s listening on %s", __version__, ", ".join(binds))
+    log.info("HTTP: at most %d open connections (FF_MAX_CONNECTIONS), headers within %gs, "
+             "bodies within %gs", listener.settings.max_connections,
+             config.header_timeout_s, config.body_timeout_s)
     log.info("backend %s (%s); partitions flow=%d budget=%d quota=%d", backend.name,
              backend.describe(), parts.flow, parts.budget, parts.quota)
     log.info("scanners: %s", scanners)

@@ -137,9 +137,12 @@ local function flat_record(ex)
   return flat
 end
 
+-- A stored policy that cannot be decoded reads as the defaults (as policy.load_policy).
 local function policy_of(ex)
   if ex.policy == nil or ex.policy == '' then return {} end
-  return cjson.decode(ex.policy)
+  local ok, doc = pcall(cjson.decode, ex.policy)
+  if not ok or type(doc) ~= 'table' then return {} end
+  return doc
 end
 
 local function field(tbl, name)

@@ -3,6 +3,23 @@
 -- `c` carries now, retention_ms and the random draw `u` for jitter.
 
 local OPERATOR = 'operator_override'
+local U32_MAX = 4294967295
+
+-- A stored number read as policy.load_policy reads it: clamped into lo..hi, and the
+-- default when it is not a finite number (policies stored by older versions).
+local function bounded(v, default, lo, hi)
+  if type(v) ~= 'number' or v ~= v or v == math.huge or v == -math.huge then return default end
+  return math.max(lo, math.min(hi, v))
+end
+
+local DURATION_MAX_MS = 3155760000000
+
+-- An integer policy field, as the Python decoder reads it (floored, clamped, defaulted).
+local function policy_int(tbl, name, default, lo, hi)
+  local v = bounded(field(tbl, name), nil, lo, hi)
+  if v == nil then return default end
+  return math.floor(v)
+end
 local PRIORITY_MIN, PRIORITY_MAX = 0, 9000
 
 local TERMINAL_PUBLIC = {success = 'completed', failed = 'failed', cancelled = 'cancelled',
@@ -38,7 +55,8 @@ local function set_state(ex, c, phase, ownership, eligibility, blocking, outcome
   if phase == 'terminal' then
     ex.execution_deadline_at = nil
     ex.completed_at = c.now
-    local retention = field(field(policy_of(ex), 'stream_policy'), 'retention_ttl_ms')
+    local retention = policy_int(field(policy_of(ex), 'stream_policy'), 'retention_ttl_ms', nil,
+                                 1, DURATION_MAX_MS)
     ex.purge_at = c.now + (retention or c.retention_ms)
   else
     ex.purge_at = nil
@@ -89,11 +107,11 @@ end
 -- -- policy ------------------------------------------------------------------------------------
 
 local function max_reclaim_count(ex)
-  return field(policy_of(ex), 'max_reclaim_count') or 100
+  return policy_int(policy_of(ex), 'max_reclaim_count', 100, 0, U32_MAX)
 end
 
 local function retry_allows(retry, retry_count, category)
-  if retry_count >= (field(retry, 'max_retries') or 3) then return false end
+  if retry_count >= policy_int(retry, 'max_retries', 3, 0, U32_MAX) then return false end
   local cats = field(retry, 'retryable_categories') or {}
   if #cats == 0 then return true end
   if category == nil then return false end
@@ -103,15 +121,18 @@ local function retry_allows(retry, retry_count, category)
   return false
 end
 
--- Backoff.delay_for; `u` in [0, 1) stands in for the random draw of the jitter.
+
+-- Backoff.delay_for; `u` in [0, 1) stands in for the random draw of the jitter. The
+-- growth saturates at the cap (`^` gives inf where Python's policy.grow catches overflow).
 local function delay_for(backoff, retry_count, u)
   local delay
   if field(backoff, 'type') == 'fixed' then
-    delay = field(backoff, 'delay_ms') or 1000
+    delay = policy_int(backoff, 'delay_ms', 1000, 0, DURATION_MAX_MS)
   else
-    local initial = field(backoff, 'initial_delay_ms') or 1000
-    local multiplier = field(backoff, 'multiplier') or 2.0
-    delay = math.min(initial * multiplier ^ retry_count, field(backoff, 'max_delay_ms') or 60000)
+    local initial = policy_int(backoff, 'initial_delay_ms', 1000, 0, DURATION_MAX_MS)
+    local multiplier = bounded(field(backoff, 'multiplier'), 2.0, 1.0, 1000.0)
+    local cap = policy_int(backoff, 'max_delay_ms', 60000, 0, DURATION_MAX_MS)
+    delay = math.min(initial * multiplier ^ retry_count, cap)
   end
   delay = math.floor(delay)
   if field(backoff, 'jitter') and delay > 1 then
@@ -140,7 +161,7 @@ local function rule_replay(ex, c)
   if ex.lifecycle_phase ~= 'terminal' then
     return nil, fail_with('execution_not_terminal', {public_state = ex.public_state})
   end
-  local limit = field(policy_of(ex), 'max_replay_count') or 10
+  local limit = policy_int(policy_of(ex), 'max_replay_count', 10, 0, U32_MAX)
   if ex.replay_count >= limit then
     return nil, fail_with('max_replays_exhausted', {replay_count = ex.replay_count,
                                                     limit = limit})
@@ -255,6 +276,19 @@ local function rule_expire_execution(ex, c)
   ex.failure_reason = 'execution_deadline'
   terminal(ex, c, 'expired')
   return summary(ex, 'Expired')
+end
+
+-- A scanner keeps failing on this execution: end it as failed with the reason (nil once
+-- terminal: nothing to do).
+local function rule_quarantine(ex, c, a)
+  if ex.lifecycle_phase == 'terminal' then return nil end
+  if ex.attempt_state == 'running_attempt' or ex.attempt_state == 'attempt_interrupted' then
+    attempt_update(ex.execution_id, ex.current_attempt_index, {
+      attempt_state = 'ended_failure', ended_at = c.now, failure_reason = a.reason})
+  end
+  ex.failure_reason, ex.failure_category = a.reason, 'internal'
+  terminal(ex, c, 'failed')
+  return summary(ex, 'TerminalFailed')
 end
 
 -- -- lease-bound worker ops --------------------------------------------------------------------
@@ -450,7 +484,8 @@ local function rule_claim(ex, c, a)
   set_expiry(ex, a.lease_ttl_ms, c)
   ex.started_at = ex.started_at or now
   ex.pending_retry_reason, ex.pending_previous_attempt_index = nil, nil
-  local timeout = field(field(policy_of(ex), 'timeout_policy'), 'attempt_timeout_ms')
+  local timeout = policy_int(field(policy_of(ex), 'timeout_policy'), 'attempt_timeout_ms', nil, 1,
+                             DURATION_MAX_MS)
   if timeout then ex.attempt_deadline_at = now + timeout else ex.attempt_deadline_at = nil end
   local lease = {lease_id = lease_id, lease_epoch = epoch, worker_id = a.worker_id,
                  worker_instance_id = a.worker_instance_id}

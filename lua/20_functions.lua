@@ -227,3 +227,7 @@ register('ff_replay', by_rule(rule_replay))
 register('ff_revoke_lease', by_rule(rule_revoke_lease))
 register('ff_scan', scan)
 register('ff_purge', purge)
+register('ff_quarantine', by_rule(function(ex, c, a)
+  local outcome = rule_quarantine(ex, c, a)
+  return outcome or {Unchanged = {execution_id = ex.execution_id}}
+end))

@@ -51,6 +51,9 @@ class BackendBase:
 
     #: The name users select with ``FF_BACKEND``.
     name: str = "unknown"
+    #: File descriptors the backend may hold open at once (connections, files); the
+    #: appliance keeps them free when it sizes its HTTP connection limit.
+    store_connections: int = 8
 
     # -- lifecycle ------------------------------------------------------------
     def describe(self) -> str:
@@ -134,11 +137,16 @@ class BackendBase:
         """One bounded batch of ``scanner`` (see ``SCANNERS``); ids in ``skip`` are passed over."""
         raise Unavailable("run_scanner", self.name)
 
+    async def quarantine(self, execution_id: str, reason: str) -> bool:
+        """End an execution a scanner keeps failing on (``transitions.quarantine``);
+        True if it changed."""
+        raise Unavailable("quarantine", self.name)
+
 
 OPERATIONS = ("prepare", "ping", "create_execution", "get_execution", "get_result",
               "list_executions", "cancel_execution", "change_priority", "replay_execution",
               "revoke_lease", "claim", "renew", "progress", "complete", "fail", "delay",
-              "run_scanner")
+              "run_scanner", "quarantine")
 
 #: Type alias used in signatures: anything shaped like BackendBase.
 Backend = BackendBase

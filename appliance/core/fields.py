@@ -6,19 +6,33 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Any
 
 from .errors import InvalidInput
 
 U32_MAX = 2**32 - 1
 MS_MAX = 2**53  # JSON-safe integer milliseconds
+#: The latest instant a time field may name (9999-12-31T23:59:59.999Z), and the longest
+#: duration: sums of the two stay exact in a double (Lua, JavaScript) with room to spare.
+TIME_MAX_MS = 253_402_300_799_999
+DURATION_MAX_MS = 3_155_760_000_000  # 100 years
 
 
 class Fields:
-    def __init__(self, obj: object, path: str, *, kind: str = "invalid_input") -> None:
+    """``lenient`` reads data we stored ourselves (perhaps under older, looser rules): a
+    number out of range is clamped into it, a value of the wrong type reads as the
+    default, and unknown fields are ignored, so stored data never turns into an error."""
+
+    def __init__(self, obj: object, path: str, *, kind: str = "invalid_input",
+                 lenient: bool = False) -> None:
         if not isinstance(obj, dict):
-            raise InvalidInput(f"{path or 'the request body'}: must be a JSON object", kind=kind)
-        self.obj, self.path, self.kind = obj, path, kind
+            if lenient:
+                obj = {}
+            else:
+                raise InvalidInput(f"{path or 'the request body'}: must be a JSON object",
+                                   kind=kind)
+        self.obj, self.path, self.kind, self.lenient = obj, path, kind, lenient
         self.seen: set[str] = set()
 
     def fail(self, key: str, why: str) -> InvalidInput:
@@ -32,29 +46,40 @@ class Fields:
         return self.obj.get(key)
 
     def int(self, key: str, default: int | None = None, *, lo: int = 0,
-            hi: int = MS_MAX) -> int | None:
+            hi: int = TIME_MAX_MS) -> int | None:
         value = self.get(key)
         if value is None:
             return default
+        if self.lenient:
+            return _clamped(value, lo, hi, default, int)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(key, f"must be an integer, got {json.dumps(value)}")
+            raise self.fail(key, f"must be an integer, got {_shown(value)}")
         if not lo <= value <= hi:
-            raise self.fail(key, f"must be in {lo}..{hi}, got {value}")
+            raise self.fail(key, f"must be an integer in {lo}..{hi}, got {_shown(value)}")
         return value
 
-    def number(self, key: str, default: float) -> float:
+    def number(self, key: str, default: float, *, lo: float, hi: float) -> float:
         value = self.get(key)
         if value is None:
             return default
+        if self.lenient:
+            return _clamped(value, lo, hi, default, float)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(key, f"must be a number, got {json.dumps(value)}")
-        return float(value)
+            raise self.fail(key, f"must be a number, got {_shown(value)}")
+        if isinstance(value, int) and not -MS_MAX <= value <= MS_MAX:
+            raise self.fail(key, f"must be a number in {lo:g}..{hi:g}, got {_shown(value)}")
+        number = float(value)
+        if not math.isfinite(number) or not lo <= number <= hi:
+            raise self.fail(key, f"must be a number in {lo:g}..{hi:g}, got {number!r}")
+        return number
 
     def bool(self, key: str, default: bool) -> bool:
         value = self.get(key)
         if value is None:
             return default
         if not isinstance(value, bool):
+            if self.lenient:
+                return default
             raise self.fail(key, "must be true or false")
         return value
 
@@ -63,7 +88,9 @@ class Fields:
         if value is None:
             return default
         if not isinstance(value, str):
-            raise self.fail(key, f"must be a string, got {json.dumps(value)[:40]}")
+            if self.lenient:
+                return default
+            raise self.fail(key, f"must be a string, got {_shown(value)}")
         if len(value) > max_len:
             raise self.fail(key, f"must be at most {max_len} characters")
         return value
@@ -105,8 +132,26 @@ class Fields:
         return value
 
     def done(self) -> None:
+        if self.lenient:
+            return
         extra = sorted(set(self.obj) - self.seen)
         if extra:
             where = f" in {self.path}" if self.path else ""
             raise InvalidInput(f"unknown field {extra[0]!r}{where}; remove it (see the API "
                                f"reference in spec/http-api.md)", kind=self.kind)
+
+
+def _shown(value: Any) -> str:
+    """A client's value, short enough to quote in a message."""
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, int) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _clamped(value: Any, lo: float, hi: float, default: Any, kind: type) -> Any:
+    """A stored number forced into ``lo..hi``; anything that is not a finite number reads
+    as ``default``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    if isinstance(value, float) and not math.isfinite(value):
+        return default
+    return kind(min(max(value, lo), hi))

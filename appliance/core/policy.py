@@ -7,20 +7,36 @@ does not have yet are refused with a message rather than stored and ignored.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from .errors import InvalidInput
-from .fields import U32_MAX, Fields
+from .fields import DURATION_MAX_MS, U32_MAX, Fields
+
+MULTIPLIER_MAX = 1000.0
+log = logging.getLogger("flowfabric.policy")
 
 CAPS_MAX_TOKENS = 256
 CAPS_MAX_BYTES = 4096
 
 
-def _fields(obj: object, path: str) -> Fields:
-    return Fields(obj, path, kind="invalid_policy_json")
+def _fields(obj: object, path: str, lenient: bool) -> Fields:
+    return Fields(obj, path, kind="invalid_policy_json", lenient=lenient)
+
+
+def grow(initial: int, multiplier: float, n: int, cap: int) -> int:
+    """``initial × multiplier^n`` capped at ``cap``, saturating instead of overflowing.
+
+    The Lua library computes the same (its ``^`` gives inf where Python raises).
+    """
+    try:
+        grown = initial * multiplier ** n
+    except OverflowError:
+        return cap
+    return int(min(grown, cap))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +58,7 @@ class Backoff:
         if self.type == "fixed":
             delay = self.delay_ms
         else:
-            delay = min(self.initial_delay_ms * self.multiplier ** retry_count, self.max_delay_ms)
-        delay = int(delay)
+            delay = grow(self.initial_delay_ms, self.multiplier, retry_count, self.max_delay_ms)
         if self.jitter and delay > 1:
             delay = (rng or random).randint(delay // 2, delay)
         return delay
@@ -106,22 +121,23 @@ class ExecutionPolicy:
             doc["stream_policy"] = {"retention_ttl_ms": self.retention_ttl_ms}
         if self.fallback_tiers:
             doc["fallback_policy"] = {"tiers": list(self.fallback_tiers)}
-        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
-def parse_policy(obj: object) -> ExecutionPolicy:
-    """Validate a client-supplied policy object (``None`` → all defaults)."""
+def parse_policy(obj: object, *, lenient: bool = False) -> ExecutionPolicy:
+    """Validate a client-supplied policy object (``None`` → all defaults); ``lenient``
+    reads one we stored (see ``Fields``)."""
     if obj is None:
         return ExecutionPolicy()
-    r = _fields(obj, "policy")
-    retry = _parse_retry(r.get("retry_policy"))
+    r = _fields(obj, "policy", lenient)
+    retry = _parse_retry(r.get("retry_policy"), lenient)
     attempt_timeout = deadline = None
     max_reclaim = r.int("max_reclaim_count", 100, hi=U32_MAX)
     timeout = r.get("timeout_policy")
     if timeout is not None:
-        t = _fields(timeout, "policy.timeout_policy")
-        attempt_timeout = t.int("attempt_timeout_ms", lo=1)
-        deadline = t.int("execution_deadline_ms", lo=1)
+        t = _fields(timeout, "policy.timeout_policy", lenient)
+        attempt_timeout = t.int("attempt_timeout_ms", lo=1, hi=DURATION_MAX_MS)
+        deadline = t.int("execution_deadline_ms", lo=1, hi=DURATION_MAX_MS)
         max_reclaim = t.int("max_reclaim_count", max_reclaim, hi=U32_MAX)
         t.done()
     caps: tuple[str, ...] = ()
@@ -130,7 +146,7 @@ def parse_policy(obj: object) -> ExecutionPolicy:
         if not isinstance(routing, dict):
             raise InvalidInput("policy.routing_requirements: must be a JSON object "
                                "(routing_requirements:not_object)", kind="invalid_policy_json")
-        rr = _fields(routing, "policy.routing_requirements")
+        rr = _fields(routing, "policy.routing_requirements", lenient)
         caps = parse_capabilities(rr.get("required_capabilities"), "required")
         for unsupported in ("preferred_locality", "isolation_level"):
             if rr.get(unsupported) is not None:
@@ -145,8 +161,8 @@ def parse_policy(obj: object) -> ExecutionPolicy:
     retention = None
     stream = r.get("stream_policy")
     if stream is not None:
-        s = _fields(stream, "policy.stream_policy")
-        retention = s.int("retention_ttl_ms", lo=1)
+        s = _fields(stream, "policy.stream_policy", lenient)
+        retention = s.int("retention_ttl_ms", lo=1, hi=DURATION_MAX_MS)
         if s.str("durability_mode", "buffered") != "buffered":
             raise s.fail("durability_mode", "only 'buffered' is supported by this build")
         if s.int("retention_maxlen", 10_000) != 10_000:
@@ -161,9 +177,9 @@ def parse_policy(obj: object) -> ExecutionPolicy:
         max_signals_per_execution=r.int("max_signals_per_execution", 10_000, lo=1,
                                         hi=U32_MAX),  # type: ignore[arg-type]
         required_capabilities=caps,
-        dedup_window_ms=r.int("dedup_window_ms", lo=1),
+        dedup_window_ms=r.int("dedup_window_ms", lo=1, hi=DURATION_MAX_MS),
         retention_ttl_ms=retention,
-        fallback_tiers=_parse_fallback(r.get("fallback_policy")),
+        fallback_tiers=_parse_fallback(r.get("fallback_policy"), lenient),
         priority=r.int("priority", lo=-(2**31), hi=2**31 - 1),
         delay_until=r.int("delay_until"),
     )
@@ -171,25 +187,24 @@ def parse_policy(obj: object) -> ExecutionPolicy:
     return policy
 
 
-def _parse_retry(obj: object) -> RetryPolicy | None:
+def _parse_retry(obj: object, lenient: bool) -> RetryPolicy | None:
     if obj is None:
         return None
-    r = _fields(obj, "policy.retry_policy")
+    r = _fields(obj, "policy.retry_policy", lenient)
     max_retries = r.int("max_retries", 3, hi=U32_MAX)
     backoff = Backoff()
     raw = r.get("backoff")
     if raw is not None:
-        b = _fields(raw, "policy.retry_policy.backoff")
+        b = _fields(raw, "policy.retry_policy.backoff", lenient)
         kind = b.str("type", "exponential")
         if kind == "fixed":
-            backoff = Backoff(type="fixed", delay_ms=b.int("delay_ms", 1000),  # type: ignore[arg-type]
+            backoff = Backoff(type="fixed", delay_ms=b.int("delay_ms", 1000,  # type: ignore[arg-type]
+                                                           hi=DURATION_MAX_MS),
                               jitter=b.bool("jitter", False))
         elif kind == "exponential":
-            initial = b.int("initial_delay_ms", 1000)
-            max_delay = b.int("max_delay_ms", 60_000)
-            multiplier = b.number("multiplier", 2.0)
-            if multiplier < 1.0:
-                raise b.fail("multiplier", "must be >= 1.0")
+            initial = b.int("initial_delay_ms", 1000, hi=DURATION_MAX_MS)
+            max_delay = b.int("max_delay_ms", 60_000, hi=DURATION_MAX_MS)
+            multiplier = b.number("multiplier", 2.0, lo=1.0, hi=MULTIPLIER_MAX)
             backoff = Backoff(type="exponential", initial_delay_ms=initial,  # type: ignore[arg-type]
                               max_delay_ms=max_delay, multiplier=multiplier,  # type: ignore[arg-type]
                               jitter=b.bool("jitter", False))
@@ -206,22 +221,22 @@ def _parse_retry(obj: object) -> RetryPolicy | None:
                        retryable_categories=tuple(sorted(set(cats))))
 
 
-def _parse_fallback(obj: object) -> tuple[dict[str, Any], ...]:
+def _parse_fallback(obj: object, lenient: bool) -> tuple[dict[str, Any], ...]:
     """Fallback tiers are data for the worker; validated and handed back at claim."""
     if obj is None:
         return ()
-    r = _fields(obj, "policy.fallback_policy")
+    r = _fields(obj, "policy.fallback_policy", lenient)
     tiers = r.get("tiers")
     r.done()
     if not isinstance(tiers, list):
         raise r.fail("tiers", "must be an array of {provider, model, timeout_ms?}")
     out = []
     for i, tier in enumerate(tiers):
-        t = _fields(tier, f"policy.fallback_policy.tiers[{i}]")
+        t = _fields(tier, f"policy.fallback_policy.tiers[{i}]", lenient)
         entry: dict[str, Any] = {"provider": t.str("provider"), "model": t.str("model")}
         if entry["provider"] is None or entry["model"] is None:
             raise t.fail("provider", "provider and model are required strings")
-        timeout = t.int("timeout_ms", lo=1)
+        timeout = t.int("timeout_ms", lo=1, hi=DURATION_MAX_MS)
         if timeout is not None:
             entry["timeout_ms"] = timeout
         t.done()
@@ -255,5 +270,12 @@ def parse_capabilities(obj: object, side: str) -> tuple[str, ...]:
 
 @lru_cache(maxsize=1024)
 def load_policy(stored: str) -> ExecutionPolicy:
-    """Decode the normalised JSON this module stored (cached: policies repeat)."""
-    return parse_policy(json.loads(stored) if stored else None)
+    """Decode a stored policy (cached: policies repeat). Never fails: numbers are clamped
+    into today's ranges, and a policy that cannot be read at all reads as the defaults,
+    so no stored value can leave an execution stuck."""
+    try:
+        return parse_policy(json.loads(stored) if stored else None, lenient=True)
+    except (InvalidInput, ValueError, TypeError, RecursionError):
+        log.error("a stored execution policy could not be read; using the defaults: %.200s",
+                  stored)
+        return ExecutionPolicy()

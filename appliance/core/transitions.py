@@ -302,7 +302,9 @@ def claim(ex: Execution, args: ClaimArgs, ctx: Ctx, *, lease_id: str, attempt_id
 
 
 def _worker_policy(ex: Execution) -> dict[str, Any]:
-    return json.loads(ex.policy)
+    """The policy as the worker sees it: re-read leniently, so stored data from an older
+    version never reaches a worker as something its JSON parser rejects."""
+    return json.loads(policy_of(ex).to_json())
 
 
 def _set_expiry(ex: Execution, ttl: int, ctx: Ctx) -> None:
@@ -519,9 +521,24 @@ def expire_execution(ex: Execution, ctx: Ctx) -> Effect | None:
     return effect
 
 
+def quarantine(ex: Execution, reason: str, ctx: Ctx) -> Effect | None:
+    """A scanner failed on this execution again and again: end it as failed with the
+    reason, rather than leave it where nothing moves it. ``None`` once terminal."""
+    if ex.lifecycle_phase == Phase.TERMINAL:
+        return None
+    effect = Effect({})
+    if ex.attempt_state in (AttemptState.RUNNING_ATTEMPT, AttemptState.ATTEMPT_INTERRUPTED):
+        effect.update_attempt(ex.current_attempt_index, attempt_state="ended_failure",
+                              ended_at=ctx.now, failure_reason=reason)
+    ex.failure_reason, ex.failure_category = reason, "internal"
+    _terminal(ex, ctx, Outcome.FAILED)
+    effect.outcome = _summary(ex, "TerminalFailed")
+    return effect
+
+
 __all__ = [
     "Ctx", "Effect", "CommitThenRaise", "RECLAIMABLE", "set_state", "policy_of", "create",
     "change_priority", "replay", "cancel", "revoke_lease", "capability_match", "claim",
     "renew", "progress", "complete", "fail", "delay", "mark_lease_expired", "promote_delayed",
-    "expire_attempt", "expire_execution", "not_active", "reclaim_cap_reached",
+    "expire_attempt", "expire_execution", "not_active", "quarantine", "reclaim_cap_reached",
 ]

@@ -1,9 +1,12 @@
 """Scanners: periodic, bounded batches that move executions whose time has come.
 
 Each scanner is its own task. A failing batch is logged and counted and the
-loop goes on; an execution that fails three times in a row is passed over for
-ten cycles so it cannot starve the rest. A full batch is followed at once by
-the next one, so a backlog drains without waiting an interval per batch.
+loop goes on. An execution the scanner fails on three times in a row (for a
+reason other than the store being unreachable) is logged with its id and
+quarantined: ended as failed with the reason, so no stored value can leave it
+stuck; if even that fails it is passed over for ten cycles so it cannot starve
+the rest. A full batch is followed at once by the next one, so a backlog
+drains without waiting an interval per batch.
 """
 
 from __future__ import annotations
@@ -38,18 +41,24 @@ class FailureTracker:
     def skipped(self) -> frozenset[str]:
         return frozenset(eid for eid, until in self.skip_until.items() if until > self.cycle)
 
-    def record(self, result: ScanResult) -> None:
+    def record(self, result: ScanResult) -> dict[str, Exception]:
+        """Count this batch's failures; the executions that just failed too often."""
         self.cycle += 1
         for eid in list(self.skip_until):
             if self.skip_until[eid] <= self.cycle:
                 del self.skip_until[eid]
+        hopeless = {}
         for eid, exc in result.failed.items():
+            if getattr(exc, "retryable", False):
+                continue  # the store is unreachable: no fault of this execution's
             self.streak[eid] = self.streak.get(eid, 0) + 1
             if self.streak[eid] >= FAILURES_BEFORE_SKIP:
-                log.error("scanner skips %s for %d cycles after %d failures: %s", eid,
-                          SKIP_CYCLES, self.streak[eid], exc)
-                self.skip_until[eid] = self.cycle + SKIP_CYCLES
                 del self.streak[eid]
+                hopeless[eid] = exc
+        return hopeless
+
+    def skip(self, eid: str) -> None:
+        self.skip_until[eid] = self.cycle + SKIP_CYCLES
 
 
 @dataclass(slots=True)
@@ -57,6 +66,7 @@ class ScannerStats:
     cycles: int = 0
     processed: int = 0
     errors: int = 0
+    quarantined: int = 0
 
 
 DEFAULT_BATCH = {"retention_trimmer": 20}
@@ -78,10 +88,32 @@ class Engine:
         """One batch of one scanner (what each loop iteration does)."""
         tracker = self._trackers.setdefault(name, FailureTracker())
         result = await self.backend.run_scanner(name, batch, tracker.skipped())
-        tracker.record(result)
+        for eid, exc in tracker.record(result).items():
+            await self._quarantine(name, eid, exc, tracker)
         for lane in result.lanes_woken:
             self.wake(lane)
         return result
+
+    async def _quarantine(self, name: str, eid: str, exc: Exception,
+                          tracker: FailureTracker) -> None:
+        reason = (f"scanner_error: {name} failed {FAILURES_BEFORE_SKIP} times: "
+                  f"{type(exc).__name__}: {exc}")[:1000]
+        stats = self.stats.setdefault(name, ScannerStats())
+        try:
+            changed = await self.backend.quarantine(eid, reason)
+        except Exception as again:
+            tracker.skip(eid)
+            log.error("scanner %s failed %d times on execution %s (%r) and could not end it "
+                      "(%r); passing it over for %d cycles", name, FAILURES_BEFORE_SKIP, eid,
+                      exc, again, SKIP_CYCLES)
+            return
+        stats.quarantined += int(changed)
+        log.error("scanner %s failed %d times on execution %s (%r); %s", name,
+                  FAILURES_BEFORE_SKIP, eid, exc,
+                  "ended it as failed (failure_category internal)" if changed
+                  else "it is already terminal")
+        if not changed:
+            tracker.skip(eid)
 
     async def serve(self) -> None:
         async with trio.open_nursery() as nursery:

@@ -19,6 +19,8 @@ def create_app(service: Service, config: Config) -> QuartTrio:
     app.asgi_http_class = ShieldedSendConnection
     app.config["MAX_CONTENT_LENGTH"] = LARGE
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.config["BODY_TIMEOUT"] = config.body_timeout_s
+    app.url_map.merge_slashes = False  # '//' is not a route (werkzeug would answer HTML 308)
     caps: dict[str, int] = {}
 
     def route(path: str, methods: list[str], cap: int = CONTROL):

@@ -7,29 +7,37 @@ import logging
 from typing import Any
 
 from quart import Response
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import RoutingException
 
 from appliance.core.errors import FlowFabricError
 
 log = logging.getLogger("flowfabric.http")
 
 _HTTP_KINDS = {400: "invalid_input", 404: "route_not_found", 405: "method_not_allowed",
-               413: "payload_too_large", 415: "unsupported_media_type"}
+               408: "body_timeout", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status=status,
-                    content_type="application/json", headers=headers)
+    """Strict JSON (never ``NaN``/``Infinity``, which a JavaScript client cannot parse)."""
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return Response(text, status=status, content_type="application/json", headers=headers)
 
 
 def error_response(exc: BaseException, method: str = "", path: str = "") -> Response:
     if isinstance(exc, FlowFabricError):
         return json_response(exc.to_json(), exc.status)
+    if isinstance(exc, RoutingException) and (not isinstance(exc, HTTPException)
+                                              or 300 <= (exc.code or 0) < 400):
+        exc = NotFound()  # werkzeug's redirects (a trailing or doubled slash): not a route
     if isinstance(exc, HTTPException):
         status = exc.code or 500
         if status == 404:
             message = f"no route for {method} {path}; see spec/http-api.md for the routes"
+        elif status == 408:
+            message = ("the request body did not arrive within FF_BODY_TIMEOUT_MS; send the "
+                       "whole body promptly")
         elif status == 405:
             allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
             message = f"method {method} is not allowed on {path}; allowed: {allowed}"
@@ -37,7 +45,7 @@ def error_response(exc: BaseException, method: str = "", path: str = "") -> Resp
             message = exc.description or exc.name
         body = {"error": message, "kind": _HTTP_KINDS.get(status, "http_error"),
                 "retryable": False}
-        headers = {}
+        headers = {"Connection": "close"} if status == 408 else {}
         if status == 405 and getattr(exc, "valid_methods", None):
             headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # type: ignore[attr-defined]
         return json_response(body, status, headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from typing import Any
 
 from quart import Response, request
@@ -29,9 +30,9 @@ def route_template() -> str:
 def check_auth(config: Config) -> None:
     if not config.api_token or request.path in OPEN_PATHS:
         return
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer ") or not hmac.compare_digest(
-            header[len("Bearer "):].encode(), config.api_token.encode()):
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(  # schemes are case-insensitive
+            token.strip().encode(), config.api_token.encode()):
         raise Unauthorized("missing or invalid Authorization header; send "
                            "'Authorization: Bearer <FF_API_TOKEN>'")
 
@@ -62,14 +63,34 @@ async def json_body(cap: int) -> Any:
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: "
                                    f"application/json' (got {ctype or 'no content type'!r})")
+    body = decode_json(data)
+    _check_text(body)
+    return body
+
+
+def decode_json(data: bytes) -> Any:
+    """Strict JSON: ``NaN``, ``Infinity`` and numbers too large for a double are refused."""
     try:
-        body = json.loads(data)
+        return json.loads(data, parse_constant=_no_constant, parse_float=_finite_float)
+    except InvalidInput:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"invalid JSON: {exc}", kind="invalid_json") from None
     except RecursionError:
         raise InvalidInput("invalid JSON: nested too deeply", kind="invalid_json") from None
-    _check_text(body)
-    return body
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidInput(f"invalid JSON: {name} is not a JSON number; send a finite number",
+                       kind="invalid_json")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidInput(f"invalid JSON: the number {text[:40]} is too large for a 64-bit "
+                           f"float", kind="invalid_json")
+    return value
 
 
 def _check_text(body: Any) -> None:

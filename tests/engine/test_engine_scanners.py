@@ -1,4 +1,5 @@
-"""The scanner loop: bounded batches, failures counted not fatal, repeat offenders skipped."""
+"""The scanner loop: bounded batches, failures counted not fatal, repeat offenders
+quarantined (or skipped when even that fails)."""
 
 import logging
 
@@ -6,6 +7,7 @@ import trio
 import trio.testing
 
 from appliance.backend import BackendBase, ScanResult
+from appliance.core.errors import StoreUnavailable
 from appliance.engine import Engine, FailureTracker, ScannerSpec
 
 
@@ -14,9 +16,17 @@ class ScriptedBackend(BackendBase):
 
     name = "scripted"
 
-    def __init__(self, script):
+    def __init__(self, script, quarantine=None):
         self.script = list(script)
         self.calls = []
+        self.quarantined = []
+        self._quarantine = quarantine
+
+    async def quarantine(self, execution_id, reason):
+        self.quarantined.append((execution_id, reason))
+        if isinstance(self._quarantine, Exception):
+            raise self._quarantine
+        return bool(self._quarantine)
 
     async def run_scanner(self, scanner, limit, skip):
         self.calls.append((scanner, limit, skip))
@@ -26,11 +36,12 @@ class ScriptedBackend(BackendBase):
         return step
 
 
-def test_failure_tracker_skips_after_three_failures_for_ten_cycles():
+def test_failure_tracker_names_an_execution_after_three_failures_and_can_skip_it():
     tracker = FailureTracker()
-    for _ in range(3):
-        assert "e1" not in tracker.skipped()
-        tracker.record(ScanResult(failed={"e1": RuntimeError("boom")}))
+    for _ in range(2):
+        assert tracker.record(ScanResult(failed={"e1": RuntimeError("boom")})) == {}
+    assert list(tracker.record(ScanResult(failed={"e1": RuntimeError("boom")}))) == ["e1"]
+    tracker.skip("e1")
     assert "e1" in tracker.skipped()
     for _ in range(9):
         tracker.record(ScanResult())
@@ -47,10 +58,31 @@ def test_failure_tracker_resets_the_streak_is_per_id():
     assert tracker.skipped() == frozenset()
 
 
+def test_failure_tracker_does_not_count_a_store_outage_against_an_execution():
+    tracker = FailureTracker()
+    for _ in range(5):
+        assert tracker.record(ScanResult(failed={"e1": StoreUnavailable("down")})) == {}
+
+
+async def test_an_execution_failing_three_times_is_quarantined_and_logged(caplog):
+    backend = ScriptedBackend([ScanResult(failed={"bad": OverflowError("math")})] * 3,
+                              quarantine=True)
+    engine = Engine(backend, {"attempt_timeout": 1.0}, lambda lane: None)
+    with caplog.at_level(logging.ERROR, logger="flowfabric.engine"):
+        for _ in range(3):
+            await engine.run_once("attempt_timeout")
+    assert [eid for eid, _ in backend.quarantined] == ["bad"]
+    assert "OverflowError" in backend.quarantined[0][1] and "attempt_timeout" in \
+        backend.quarantined[0][1]
+    assert "bad" in caplog.text and "ended it as failed" in caplog.text
+    assert engine.stats["attempt_timeout"].quarantined == 1
+
+
 async def test_run_once_passes_skipped_ids_and_wakes_lanes():
     woken = []
     backend = ScriptedBackend([ScanResult(failed={"bad": RuntimeError()})] * 3
-                              + [ScanResult(processed=1, lanes_woken={"gpu"})])
+                              + [ScanResult(processed=1, lanes_woken={"gpu"})],
+                              quarantine=RuntimeError("cannot either"))
     engine = Engine(backend, {"lease_expiry": 1.0}, woken.append)
     for _ in range(4):
         await engine.run_once("lease_expiry")

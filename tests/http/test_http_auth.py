@@ -15,7 +15,6 @@ async def test_healthz_is_open_with_a_token_configured(secured):
 
 @pytest.mark.parametrize("headers", [
     {},
-    {"Authorization": "bearer tok"},
     {"Authorization": "Bearer wrong"},
     {"Authorization": "Bearer tok2"},
     {"Authorization": "Bearer"},
@@ -29,6 +28,17 @@ async def test_missing_or_wrong_authorization_is_401(secured, headers):
     body = reply.json()
     assert (body["kind"], body["retryable"]) == ("unauthorized", False)
     assert "Bearer" in body["error"]
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+async def test_the_bearer_scheme_is_matched_case_insensitively(secured, scheme):
+    """RFC 7235: auth schemes are case-insensitive (the token itself is not)."""
+    reply = await secured.client.get("/v1/executions", params={"partition": 0},
+                                     headers={"Authorization": f"{scheme} tok"})
+    assert reply.status_code == 200
+    wrong_case = await secured.client.get("/v1/executions", params={"partition": 0},
+                                          headers={"Authorization": f"{scheme} TOK"})
+    assert wrong_case.status_code == 401
 
 
 async def test_right_token_is_served(secured):

@@ -91,6 +91,9 @@ class SqlBackend(BackendBase):
     async def delay(self, handle: Handle, delay_until: int) -> Outcome:
         return await self._call(lambda: ops.delay(handle, delay_until, self._ctx()))
 
+    async def quarantine(self, execution_id: str, reason: str) -> bool:
+        return await self._call(lambda: ops.quarantine(execution_id, reason, self._ctx()))
+
     async def run_scanner(self, scanner: str, limit: int, skip: frozenset[str]) -> ScanResult:
         result = ScanResult()
         if scanner == "retention_trimmer":

@@ -279,6 +279,13 @@ def apply_scanner(scanner: str, execution_id: str, ctx: Ctx) -> Op:
     return (yield from _apply_if_due(execution_id, _DUE[scanner][1], ctx))
 
 
+def quarantine(execution_id: str, reason: str, ctx: Ctx) -> Op:
+    """End an execution a scanner keeps failing on; True if it was changed."""
+    changed = yield from _apply_if_due(execution_id,
+                                       lambda ex, c: rules.quarantine(ex, reason, c), ctx)
+    return changed is not None
+
+
 def purge(now: int, limit: int) -> Op:
     """Delete terminal executions past retention, and expired idempotency keys."""
     rows = yield all_("SELECT execution_id FROM ff_exec WHERE purge_at IS NOT NULL AND "
