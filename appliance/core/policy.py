@@ -244,27 +244,33 @@ def _parse_fallback(obj: object, lenient: bool) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def parse_capabilities(obj: object, side: str) -> tuple[str, ...]:
-    """A sorted, de-duplicated capability set; ``side`` is ``required`` or ``worker``."""
+def parse_capabilities(obj: object, side: str, field: str | None = None) -> tuple[str, ...]:
+    """A sorted, de-duplicated capability set; ``side`` is ``required`` or ``worker``
+    (the original's error codes), ``field`` the request field it came from."""
     if obj is None:
         return ()
-    kind = "invalid_capabilities"
+    field = field or ("policy.routing_requirements.required_capabilities"
+                      if side == "required" else "capabilities")
+
+    def bad(code: str) -> InvalidInput:
+        return InvalidInput(f"{field}: {side}:{code}", kind="invalid_capabilities")
+
     if not isinstance(obj, list):
-        raise InvalidInput(f"{side}:not_array (capabilities must be an array of strings)", kind=kind)
+        raise bad("not_array (capabilities must be an array of strings)")
     for token in obj:
         if not isinstance(token, str):
-            raise InvalidInput(f"{side}:non_string_token ({json.dumps(token)})", kind=kind)
+            raise bad(f"non_string_token ({json.dumps(token)[:40]})")
         if not token:
-            raise InvalidInput(f"{side}:empty_token", kind=kind)
+            raise bad("empty_token")
         if "," in token:
-            raise InvalidInput(f"{side}:comma_in_token ({token!r})", kind=kind)
+            raise bad(f"comma_in_token ({token[:40]!r})")
         if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in token):
-            raise InvalidInput(f"{side}:control_or_whitespace ({token!r})", kind=kind)
+            raise bad(f"control_or_whitespace ({token[:40]!r})")
     caps = tuple(sorted(set(obj)))
     if len(caps) > CAPS_MAX_TOKENS:
-        raise InvalidInput(f"{side}:too_many_tokens (max {CAPS_MAX_TOKENS})", kind=kind)
+        raise bad(f"too_many_tokens (max {CAPS_MAX_TOKENS})")
     if len(",".join(caps).encode()) > CAPS_MAX_BYTES:
-        raise InvalidInput(f"{side}:too_many_bytes (max {CAPS_MAX_BYTES})", kind=kind)
+        raise bad(f"too_many_bytes (max {CAPS_MAX_BYTES})")
     return caps
 
 

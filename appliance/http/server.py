@@ -18,11 +18,14 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import h11
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -126,8 +129,13 @@ def bind(host: str, port: int, setting: str = "FF_LISTEN_ADDR / --listen") -> so
     return sock
 
 
+MALFORMED_BODY = (b'{"error":"the request is not valid HTTP/1.1 (framing, headers or version); '
+                  b'nothing was done","kind":"malformed_request","retryable":false}')
+
+
 class _Connection(TCPServer):
-    """hypercorn's connection, closed as soon as the peer is gone."""
+    """hypercorn's connection: malformed requests get a JSON 4xx, and the socket is
+    closed as soon as the peer is gone."""
 
     async def protocol_send(self, event: Any) -> None:
         try:
@@ -137,10 +145,24 @@ class _Connection(TCPServer):
             await self.protocol.handle(Closed())
 
     async def _read_data(self) -> None:
+        inner = self.protocol.protocol
+        if isinstance(inner, H11Protocol):
+            inner._send_error_response = partial(_malformed, inner)  # type: ignore[method-assign]
         await super()._read_data()
         # The peer closed: nothing to keep alive for (hypercorn would hold the socket
         # until its keep-alive timer ran out).
         await self.idle_task.stop()
+
+
+async def _malformed(protocol: H11Protocol, status_hint: int) -> None:
+    """h11 refused the bytes: answer 4xx with JSON. h11 hints 501 and 505 for transfer
+    codings and versions it does not speak, but the fault is the client's: 400."""
+    status = status_hint if 400 <= status_hint < 500 else 400
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close"),
+               (b"content-length", b"%d" % len(MALFORMED_BODY))]
+    await protocol._send_h11_event(h11.Response(status_code=status, headers=headers))
+    await protocol._send_h11_event(h11.Data(data=MALFORMED_BODY))
+    await protocol._send_h11_event(h11.EndOfMessage())
 
 
 class Listener:
