@@ -138,11 +138,12 @@ def test_bad_capabilities_name_the_case(raw, case):
     with pytest.raises(InvalidInput) as err:
         parse_capabilities(raw, "required")
     assert err.value.kind == "invalid_capabilities"
-    assert err.value.message.startswith(case)
+    assert err.value.message.startswith(
+        f"policy.routing_requirements.required_capabilities: {case}")
 
 
 def test_worker_side_is_named_in_capability_errors():
-    with pytest.raises(InvalidInput, match="^worker:empty_token"):
+    with pytest.raises(InvalidInput, match="^capabilities: worker:empty_token"):
         parse_capabilities([""], "worker")
 
 
