@@ -6,9 +6,10 @@ message naming the variable, what was wrong and what to set instead.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from appliance.core.clock import Clock, SystemClock
@@ -17,12 +18,11 @@ from appliance.core.partitions import PartitionConfig
 from appliance.core.settings import Setting
 
 
-#: Every setting the appliance itself reads, in the order the README lists them.
+#: Every setting the appliance itself reads, in the order the README lists them. A backend
+#: plugin declares its own (``flowfabric_settings``), e.g. the sqlite plugin FF_SQLITE_PATH.
 SETTINGS = (
     Setting("FF_LISTEN_ADDR", "127.0.0.1:9090", "host:port the HTTP API listens on", "--listen"),
     Setting("FF_BACKEND", "sqlite", "storage backend plugin to use", "--backend"),
-    Setting("FF_SQLITE_PATH", "flowfabric.db", "SQLite database file (sqlite backend)",
-            "--sqlite-path"),
     Setting("FF_PLUGIN_PATH", None, "extra backend plugins: folders of .py files or of "
             "`pip install --target` output, or .whl files, separated by ':'", "--plugin-path"),
     Setting("FF_API_TOKEN", None, "Bearer token required on every route but /healthz"),
@@ -59,6 +59,10 @@ SETTINGS = (
 )
 
 _BY_ENV = {s.env: s for s in SETTINGS}
+#: ``FF_TEST_*`` environment variables belong to the test suite (e.g. FF_TEST_FROZEN_BINARY);
+#: a developer may export them in the shell that runs the appliance, so they are not checked.
+TEST_PREFIX = "FF_TEST_"
+HELP_HINT = "'flowfabric serve --help' lists every setting"
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -159,6 +163,46 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
             f"refusing to listen on {cfg.listen} without authentication: set FF_API_TOKEN, "
             f"listen on 127.0.0.1, or pass --insecure (FF_INSECURE=true) if you really mean it")
     return cfg
+
+
+def check_names(env: Mapping[str, str], set_names: Iterable[str],
+                declared: Iterable[Setting] = (), broken: Sequence[str] = ()) -> None:
+    """Refuse ``FF_*`` names (environment, ``--set``) that neither the appliance nor a
+    loaded plugin declares: a misspelt setting must not be ignored silently."""
+    known = sorted({s.env for s in (*SETTINGS, *declared)})
+    origins = {name: "environment" for name in env
+               if name.startswith("FF_") and not name.startswith(TEST_PREFIX)}
+    origins.update({name: "--set" for name in set_names})
+    unknown = [(name, origins[name]) for name in sorted(origins) if name not in known]
+    if unknown:
+        raise StartupError(_unknown_message(unknown, known, broken))
+
+
+def _unknown_message(unknown: list[tuple[str, str]], known: list[str],
+                     broken: Sequence[str]) -> str:
+    """One line: each unknown name, where it came from and the likely fix."""
+    fixes = [(name, origin, _fix(name, origin, known)) for name, origin in unknown]
+    if len(fixes) == 1:
+        name, origin, fix = fixes[0]
+        if not fix.startswith("did you mean"):
+            fix += ", or load the plugin that reads it (--plugin-path / FF_PLUGIN_PATH);"
+        text = f"unknown setting {name} ({origin}); {fix} {HELP_HINT}"
+    else:
+        text = ("unknown settings " + ", ".join(f"{name} ({origin}; {fix})"
+                                                for name, origin, fix in fixes) + f"; {HELP_HINT}")
+    if broken:
+        text += (f"; plugin{'s' if len(broken) > 1 else ''} {', '.join(map(repr, broken))} "
+                 f"failed to load and may declare it ('flowfabric plugins' says why)")
+    return text
+
+
+def _fix(name: str, origin: str, known: list[str]) -> str:
+    # Compared without the FF_ prefix, which every name shares and which would make
+    # unrelated names look alike.
+    close = difflib.get_close_matches(name[3:], [k[3:] for k in known], n=1)
+    if close:
+        return f"did you mean FF_{close[0]}?"
+    return "unset it" if origin == "environment" else "remove it"
 
 
 def _bad(name: str, value: str | None, why: str) -> StartupError:

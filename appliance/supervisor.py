@@ -11,6 +11,7 @@ everything at once.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Running:
 async def serve(config: Config, *, handle_signals: bool = True,
                 task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
     """Run the appliance until drained; returns the process exit code."""
+    if handle_signals:
+        _exit_on_late_signals()
     backend = get_plugin_manager(config.plugin_path).make_backend(config.backend, config)
     sock = bind(config.listen_host, config.listen_port)  # a taken port fails before migrating
     try:
@@ -64,6 +67,13 @@ async def serve(config: Config, *, handle_signals: bool = True,
                     log.info("FlowFabric stopped")
     finally:
         sock.close()
+        if handle_signals:
+            # Python resets its signal handlers to the default while the interpreter
+            # shuts down, so a signal then would kill the process (-15) instead of letting
+            # it exit with its code. Nothing is left to stop: ignore them (an ignored
+            # signal stays ignored through shutdown).
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
 
 
 async def _supervise(config: Config, backend: Backend, sock: Any, handle_signals: bool,
@@ -171,6 +181,17 @@ async def _watch_signals(running: Running, root: trio.CancelScope, *,
                 running.forced = True
                 root.cancel()
                 return
+
+
+def _exit_on_late_signals() -> None:
+    """SIGINT/SIGTERM outside the signal task's watch (after the drain, while the store
+    closes) exit at once with the forced-exit code, not with the default disposition
+    (killed by the signal) or a KeyboardInterrupt traceback."""
+    def exit_now(signum: int, frame: object) -> None:
+        os._exit(EXIT_FORCED)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, exit_now)
 
 
 def _log_startup(config: Config, backend: Backend, engine: Engine, binds: list[str],

@@ -51,8 +51,13 @@ def flowfabric_settings() -> list[Setting]:
 
     They are listed by ``flowfabric serve --help`` and count as known names: an
     ``FF_*`` variable or ``--set`` name that neither the appliance nor any plugin
-    declares stops the appliance with a did-you-mean message.
+    declares stops the appliance with a did-you-mean message (``FF_TEST_*``
+    environment variables belong to test suites and are not checked). Each name,
+    and each flag, has one owner: one the appliance or another plugin already
+    declares makes this plugin BROKEN. Called at discovery (also for ``--help``):
+    keep it cheap; validate values in ``flowfabric_backend``.
 
     Returns:
-        ``appliance.backend.Setting`` values (name, default, help).
+        ``appliance.backend.Setting`` values (name, default, help, and optionally a
+        ``flowfabric serve`` flag such as ``"--sqlite-path"``).
     """

@@ -7,6 +7,8 @@ distributions, then from the plugin path (``FF_PLUGIN_PATH`` /
 executable, which has no site-packages of its own, takes new backends.
 A plugin that fails to import or register is recorded, reported by
 ``flowfabric plugins`` and in the log, and does not stop the others.
+Each plugin declares the ``FF_*`` settings it reads (``flowfabric_settings``);
+a setting has exactly one owner, the appliance or one plugin.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +26,9 @@ from typing import Any
 
 import pluggy
 
+from appliance.config import SETTINGS, TEST_PREFIX
 from appliance.core.errors import StartupError
+from appliance.core.settings import Setting
 
 from . import hookspecs
 from .protocol import BackendBase
@@ -31,6 +36,10 @@ from .protocol import BackendBase
 log = logging.getLogger("flowfabric.plugins")
 
 ENTRY_POINT_GROUP = "flowfabric"
+SETTING_NAME = re.compile(r"FF_[A-Z0-9_]+")
+FLAG = re.compile(r"--[a-z0-9][a-z0-9-]*")
+#: Options of ``flowfabric serve`` that are not settings; no plugin may take them.
+RESERVED_FLAGS = ("--set", "--help", "--version")
 
 
 @dataclass(slots=True)
@@ -39,6 +48,7 @@ class PluginInfo:
     source: str
     version: str | None = None
     backends: list[str] = field(default_factory=list)
+    settings: list[Setting] = field(default_factory=list)
     error: str | None = None
 
 
@@ -57,25 +67,77 @@ class Plugins:
         try:
             self.pm.register(module, name=name)
             self.pm.check_pending()
-            names = getattr(module, "flowfabric_backend_names", lambda: [])()
+            names = list(getattr(module, "flowfabric_backend_names", lambda: [])() or [])
+            settings = list(getattr(module, "flowfabric_settings", lambda: [])() or [])
         except Exception as exc:  # a plugin's own bug must not stop the others
             if self.pm.is_registered(module):
                 self.pm.unregister(module)
-            info.error = f"{type(exc).__name__}: {exc}"
+            info.error = _one_line(f"{type(exc).__name__}: {exc}")
             log.warning("plugin %r from %s could not be registered: %s", name, source,
                         info.error)
             return info
-        for backend in names or []:
-            if backend in self.owners:
-                info.error = (f"backend name {backend!r} is already provided by plugin "
-                              f"{self.owners[backend]!r}; rename one of them")
-                log.warning("plugin %r: %s", name, info.error)
-                self.pm.unregister(module)
-                return info
-        for backend in names or []:
+        info.error = self._name_clash(names) or self._settings_problem(settings)
+        if info.error:
+            log.warning("plugin %r: %s", name, info.error)
+            self.pm.unregister(module)
+            return info
+        for backend in names:
             self.owners[backend] = name
-        info.backends = list(names or [])
+        info.backends, info.settings = names, settings
         return info
+
+    def _name_clash(self, names: list[str]) -> str | None:
+        for backend in names:
+            if backend in self.owners:
+                return (f"backend name {backend!r} is already provided by plugin "
+                        f"{self.owners[backend]!r}; rename one of them")
+        return None
+
+    def _settings_problem(self, settings: list[Any]) -> str | None:
+        """Why these declared settings cannot be accepted, or None: each ``FF_*`` name and
+        each flag has one owner, the appliance or one plugin."""
+        names, flags = self._setting_owners()
+        for setting in settings:
+            if not isinstance(setting, Setting):
+                return (f"flowfabric_settings returned a {type(setting).__name__}; return "
+                        f"appliance.backend.Setting values")
+            if not SETTING_NAME.fullmatch(setting.env) or setting.env.startswith(TEST_PREFIX):
+                return (f"setting name {setting.env!r} must look like FF_MYSTORE_URL (upper "
+                        f"case; FF_TEST_* is reserved for tests)")
+            if setting.env in names:
+                return (f"setting {setting.env} is already declared by {names[setting.env]}; "
+                        f"a setting has one owner: rename yours")
+            names[setting.env] = "this plugin"
+            if setting.flag is None:
+                continue
+            if not FLAG.fullmatch(setting.flag):
+                return (f"flag {setting.flag!r} of {setting.env} must look like --mystore-url "
+                        f"(or be None)")
+            if setting.flag in flags:
+                return (f"flag {setting.flag} of {setting.env} is already used by "
+                        f"{flags[setting.flag]}; rename yours")
+            flags[setting.flag] = "this plugin"
+        return None
+
+    def _setting_owners(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Who declares each setting name and each flag so far."""
+        names = {s.env: "the appliance" for s in SETTINGS}
+        flags = {f: "the appliance" for f in RESERVED_FLAGS}
+        flags |= {s.flag: "the appliance" for s in SETTINGS if s.flag}
+        for info in self.infos:
+            for setting in info.settings if info.error is None else ():
+                names[setting.env] = f"plugin {info.name!r}"
+                if setting.flag:
+                    flags[setting.flag] = f"plugin {info.name!r}"
+        return names, flags
+
+    def declared(self) -> list[Setting]:
+        """Every setting the registered plugins declare."""
+        return [s for info in self.infos if info.error is None for s in info.settings]
+
+    def broken(self) -> list[str]:
+        """Names of the plugins that failed to import or register."""
+        return [info.name for info in self.infos if info.error]
 
     def backend_names(self) -> list[str]:
         return sorted(self.owners)
@@ -83,7 +145,7 @@ class Plugins:
     def make_backend(self, name: str, config: Any) -> BackendBase:
         if name not in self.owners:
             broken = [i for i in self.infos if i.error]
-            hint = "".join(f"\n  plugin {i.name!r} ({i.source}) failed: {i.error}" for i in broken)
+            hint = "".join(f"; plugin {i.name!r} ({i.source}) failed: {i.error}" for i in broken)
             raise StartupError(
                 f"unknown backend {name!r}: set FF_BACKEND / --backend to one of "
                 f"{', '.join(self.backend_names()) or '(none installed)'}{hint}")
@@ -108,7 +170,13 @@ def get_plugin_manager(plugin_path: Sequence[str] = ()) -> Plugins:
     plugins = Plugins(pm)
     _load_entry_points(plugins, importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     for entry in plugin_path:
-        _load_path_entry(plugins, Path(entry))
+        try:
+            _load_path_entry(plugins, Path(entry))
+        except OSError as exc:  # e.g. a folder this user may not read
+            plugins.infos.append(PluginInfo(name=entry, source="plugin path",
+                                            error=f"cannot read it: {exc}; fix FF_PLUGIN_PATH "
+                                                  f"/ --plugin-path"))
+            log.warning("plugin path entry %s cannot be read: %s", entry, exc)
     return plugins
 
 
@@ -175,6 +243,11 @@ def _load_importable(plugins: Plugins, location: Path, where: str) -> set[str]:
 def _broken(plugins: Plugins, name: str, source: str, version: str | None,
             exc: Exception) -> None:
     info = PluginInfo(name=name, source=source, version=version,
-                      error=f"import failed: {type(exc).__name__}: {exc}")
+                      error=_one_line(f"import failed: {type(exc).__name__}: {exc}"))
     plugins.infos.append(info)
     log.warning("plugin %r (%s) could not be imported: %s", name, source, info.error)
+
+
+def _one_line(text: str) -> str:
+    """A multi-line message (pluggy's validation errors) as one line."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import time
 from typing import IO, Any
+from urllib.parse import quote
 
 import trio
 
@@ -19,6 +20,9 @@ from flowfabric_sql import pending
 from .writer import Writer, connect
 
 DEFAULT_PATH = "flowfabric.db"
+#: How startup errors name the setting to change.
+SETTING = "FF_SQLITE_PATH (--sqlite-path)"
+ELSEWHERE = "set FF_SQLITE_PATH / --sqlite-path to another file"
 
 
 class SqliteBackend(SqlBackend):
@@ -34,13 +38,14 @@ class SqliteBackend(SqlBackend):
 
     async def prepare(self, env: BackendEnv) -> None:
         self.env = env
-        folder = os.path.dirname(self.path)
-        if not os.path.isdir(folder):
-            raise StartupError(f"the SQLite store's folder {folder} does not exist; create it "
-                               f"or set FF_SQLITE_PATH / --sqlite-path elsewhere")
+        _check_path(self.path)
+        _check_contents(self.path)
         self._lock_file = _lock(self.path)
         await trio.to_thread.run_sync(_migrate, self.path)
-        self._writer.start()
+        try:
+            self._writer.start()
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from exc
         await self._check_partitions()
 
     async def _run(self, factory: OpFactory) -> Any:
@@ -56,9 +61,65 @@ class SqliteBackend(SqlBackend):
             self._lock_file = None
 
 
+def _check_path(path: str) -> None:
+    """Refuse, before creating anything, a path the store cannot live at."""
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise StartupError(f"{SETTING} names a folder: {path}; give a file path such as "
+                           f"{os.path.join(path, DEFAULT_PATH)}")
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise StartupError(f"{SETTING} is {path}, but {folder} {what}; create the folder or "
+                           f"set FF_SQLITE_PATH / --sqlite-path to a file in an existing folder")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise StartupError(f"{SETTING} {path} is not a regular file; {ELSEWHERE}")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        raise StartupError(f"{SETTING} {path} is not readable and writable by this user; "
+                           f"give it read and write permission (chmod u+rw) or {ELSEWHERE}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StartupError(f"{SETTING} is {path}, but this user cannot create files in "
+                           f"{folder} (the store keeps its -wal, -shm and .lock files there); "
+                           f"give it write permission or {ELSEWHERE} in another folder")
+
+
+def _check_contents(path: str) -> None:
+    """Refuse a file that is not a SQLite database, or is another program's database:
+    FlowFabric adds its tables only to a new, empty or FlowFabric database."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
+        try:
+            tables = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE "
+                "'sqlite\\_%' ESCAPE '\\' ORDER BY name")]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            raise StartupError(f"{SETTING} {path} is locked by another program ({exc}); stop "
+                               f"it or {ELSEWHERE}") from None
+        raise StartupError(f"{SETTING} {path} is not a SQLite database ({exc}); move it away "
+                           f"or {ELSEWHERE}") from None
+    if tables and "ff_schema_version" not in tables:
+        shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StartupError(f"{SETTING} {path} is another program's SQLite database (tables "
+                           f"{shown}; no ff_schema_version); FlowFabric will not add its tables "
+                           f"to it: {ELSEWHERE}")
+
+
+def _unusable(path: str, exc: Exception) -> StartupError:
+    return StartupError(f"{SETTING} {path} is not a usable SQLite database ({exc}); move it "
+                        f"away or {ELSEWHERE}")
+
+
 def _lock(path: str) -> IO[Any]:
     """One appliance per database file: a second one is refused, not corrupted."""
-    handle = open(path + ".lock", "a+")
+    try:
+        handle = open(path + ".lock", "a+")
+    except OSError as exc:
+        raise StartupError(f"{SETTING} is {path}, but its lock file {path}.lock cannot be "
+                           f"opened ({exc.strerror}); fix its permissions or {ELSEWHERE}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -75,7 +136,10 @@ def _lock(path: str) -> IO[Any]:
 
 
 def _migrate(path: str) -> None:
-    conn = connect(path)
+    try:
+        conn = connect(path)
+    except sqlite3.Error as exc:
+        raise _unusable(path, exc) from exc
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS ff_schema_version (version INTEGER PRIMARY KEY, "
                      "name TEXT NOT NULL, applied_at INTEGER NOT NULL)")
@@ -84,8 +148,7 @@ def _migrate(path: str) -> None:
             stamp = int(time.time() * 1000)
             conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nINSERT INTO ff_schema_version VALUES "
                                f"({version}, '{name}', {stamp});\nCOMMIT;")
-    except sqlite3.DatabaseError as exc:
-        raise StartupError(f"{path} is not a usable SQLite database ({exc}); move it away or "
-                           f"set FF_SQLITE_PATH / --sqlite-path") from exc
+    except sqlite3.Error as exc:
+        raise _unusable(path, exc) from exc
     finally:
         conn.close()

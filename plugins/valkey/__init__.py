@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from appliance.backend import hookimpl
+from appliance.backend import Setting, hookimpl
 
-from .settings import ValkeySettings, settings_from
+from .settings import SETTINGS, ValkeySettings, settings_from
 
 if TYPE_CHECKING:
     from .backend import ValkeyBackend
@@ -33,6 +33,11 @@ def __getattr__(name: str) -> Any:
 @hookimpl
 def flowfabric_backend_names() -> list[str]:
     return ["valkey"]
+
+
+@hookimpl
+def flowfabric_settings() -> list[Setting]:
+    return list(SETTINGS)
 
 
 @hookimpl

@@ -7,10 +7,22 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from appliance.core.errors import StartupError
+from appliance.core.settings import Setting
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 SCHEMES = {"redis": False, "valkey": False, "rediss": True, "valkeys": True}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+#: What this plugin reads (its ``flowfabric_settings``).
+SETTINGS = (
+    Setting("FF_VALKEY_URL", DEFAULT_URL, "Valkey/Redis address: redis://[user:pass@]host:port/db; "
+            "rediss:// for TLS, ?cluster=true for a cluster"),
+    Setting("FF_HOST", None, "Valkey/Redis host, instead of FF_VALKEY_URL (127.0.0.1 when only "
+            "FF_PORT or FF_TLS is set)"),
+    Setting("FF_PORT", None, "Valkey/Redis port, instead of FF_VALKEY_URL (6379 when unset)"),
+    Setting("FF_TLS", "false", "connect to FF_HOST/FF_PORT with TLS"),
+    Setting("FF_CLUSTER", "false", "talk to a Valkey/Redis Cluster"),
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,22 @@
-"""The README documents every setting the appliance reads, with its default."""
+"""The README documents every setting the appliance and the in-tree backends read, with its
+default."""
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+import flowfabric_postgres
+import flowfabric_sqlite
+import flowfabric_valkey
 from appliance.config import SETTINGS
 
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+IN_TREE = (flowfabric_sqlite, flowfabric_valkey, flowfabric_postgres)
+EVERY_SETTING = (*SETTINGS, *(s for plugin in IN_TREE for s in plugin.flowfabric_settings()))
 
 
-@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.env)
+@pytest.mark.parametrize("setting", EVERY_SETTING, ids=lambda s: s.env)
 def test_readme_configuration_table_lists_the_setting(setting):
     row = next((line for line in README.splitlines() if line.startswith(f"| `{setting.env}`")),
                None)
@@ -18,3 +25,15 @@ def test_readme_configuration_table_lists_the_setting(setting):
         assert f"`{setting.default}`" in row, f"README shows another default for {setting.env}"
     if setting.flag is not None:
         assert f"`{setting.flag}`" in row
+
+
+def test_every_setting_is_declared_once():
+    twice = [name for name, n in Counter(s.env for s in EVERY_SETTING).items() if n > 1]
+    assert twice == []
+
+
+def test_the_sqlite_plugin_owns_its_path_and_flag():
+    assert "FF_SQLITE_PATH" not in {s.env for s in SETTINGS}
+    (path,) = flowfabric_sqlite.flowfabric_settings()
+    assert (path.env, path.default, path.flag) == ("FF_SQLITE_PATH", "flowfabric.db",
+                                                    "--sqlite-path")

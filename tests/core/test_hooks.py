@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import appliance.backend
-from appliance.backend import BackendBase, hookimpl, hookspecs
+from appliance.backend import BackendBase, Setting, hookimpl, hookspecs
 from appliance.backend.plugins import get_plugin_manager
 from appliance.config import load_config
 from appliance.core.errors import StartupError
@@ -54,6 +54,28 @@ def test_hook_flowfabric_backend():
     backend = plugins.make_backend("hooked", load_config({}))
     assert isinstance(backend, Store)
     assert backend.capabilities() == frozenset()  # nothing overridden: every op Unavailable
+
+
+class SettingsPlugin(HookedPlugin):
+    @hookimpl
+    def flowfabric_settings(self):
+        return [Setting("FF_HOOKED_URL", "hooked://here", "where the store is", "--hooked-url")]
+
+
+def test_hook_flowfabric_settings():
+    plugins = get_plugin_manager()
+    info = plugins.register(SettingsPlugin(), "hooked-plugin", "test")
+    assert info.error is None
+    assert [s.env for s in info.settings] == ["FF_HOOKED_URL"]
+    assert "FF_HOOKED_URL" in {s.env for s in plugins.declared()}
+    answers = plugins.pm.hook.flowfabric_settings()  # one list per plugin that has the hook
+    assert ["FF_HOOKED_URL"] in [[s.env for s in answer] for answer in answers]
+
+
+def test_a_plugin_without_the_settings_hook_declares_nothing():
+    plugins = get_plugin_manager()
+    info = plugins.register(HookedPlugin(), "hooked-plugin", "test")
+    assert (info.error, info.settings) == (None, [])
 
 
 def test_a_backend_nobody_provides_names_the_ones_that_exist():

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from appliance import __version__
-from appliance.backend import hookimpl
+from appliance.backend import Setting, hookimpl
 from appliance.backend.plugins import get_plugin_manager
 from appliance.backend.protocol import BackendBase
 from appliance.config import load_config
@@ -50,6 +50,17 @@ class Provides:
     @hookimpl
     def flowfabric_backend(self, name, config):
         return self.build() if name == self.backend_name else None
+
+
+class Declares:
+    """A plugin that only declares settings: legitimate, but it provides no backend."""
+
+    def __init__(self, *settings):
+        self.settings = list(settings)
+
+    @hookimpl
+    def flowfabric_settings(self):
+        return self.settings
 
 
 def _boom():
@@ -117,8 +128,46 @@ def test_plugin_with_an_unknown_hook_is_recorded(plugins):
 
 def test_broken_plugins_are_named_when_a_backend_is_missing(plugins, config):
     plugins.register(NamesRaise(), "broken", "somewhere")
-    with pytest.raises(StartupError, match="plugin 'broken' \\(somewhere\\) failed"):
+    with pytest.raises(StartupError, match="plugin 'broken' \\(somewhere\\) failed") as err:
         plugins.make_backend("nope", config)
+    assert "\n" not in str(err.value)
+
+
+def test_a_plugin_may_declare_settings_and_no_backend(plugins):
+    info = plugins.register(Declares(Setting("FF_EXTRA_KNOB", "1", "a knob")), "extra", "test")
+    assert (info.error, info.backends) == (None, [])
+    assert "FF_EXTRA_KNOB" in {s.env for s in plugins.declared()}
+
+
+@pytest.mark.parametrize("setting, why", [
+    (Setting("FF_SQLITE_PATH", None, "mine"), "already declared by plugin 'sqlite'"),
+    (Setting("FF_LISTEN_ADDR", None, "mine"), "already declared by the appliance"),
+    (Setting("FF_MINE", None, "mine", "--sqlite-path"), "already used by plugin 'sqlite'"),
+    (Setting("FF_MINE", None, "mine", "--set"), "already used by the appliance"),
+    (Setting("FF_MINE", None, "mine", "mine"), "must look like --mystore-url"),
+    (Setting("ff_mine", None, "mine"), "must look like FF_MYSTORE_URL"),
+    (Setting("FF_TEST_MINE", None, "mine"), "FF_TEST_* is reserved"),
+    ("FF_MINE", "return appliance.backend.Setting values"),
+])
+def test_a_plugin_declaring_a_taken_or_malformed_setting_is_refused(plugins, setting, why):
+    plugin = Declares(setting)
+    info = plugins.register(plugin, "greedy", "test")
+    assert why in info.error
+    assert not plugins.pm.is_registered(plugin)
+    assert "greedy" in plugins.broken()
+
+
+def test_a_setting_declared_twice_by_one_plugin_is_refused(plugins):
+    twice = Declares(Setting("FF_MINE", None, "a"), Setting("FF_MINE", None, "b"))
+    assert "already declared by this plugin" in plugins.register(twice, "twice", "test").error
+
+
+def test_the_in_tree_plugins_declare_their_settings(plugins):
+    declared = {info.name: [s.env for s in info.settings] for info in plugins.infos}
+    assert declared["sqlite"] == ["FF_SQLITE_PATH"]
+    assert declared["valkey"] == ["FF_VALKEY_URL", "FF_HOST", "FF_PORT", "FF_TLS", "FF_CLUSTER"]
+    assert declared["postgres"] == ["FF_POSTGRES_URL", "FF_POSTGRES_POOL_SIZE",
+                                    "FF_POSTGRES_CONNECT_TIMEOUT_MS"]
 
 
 def test_a_new_plugin_adds_its_backend(plugins, config):
@@ -152,6 +201,17 @@ def test_plugins_command_lists_sqlite():
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("sqlite "))
     assert "backends: sqlite" in line and "[ok]" in line
+    assert "    settings: FF_SQLITE_PATH" in proc.stdout
+
+
+def test_plugins_command_says_when_a_plugin_registers_no_backend(tmp_path):
+    (tmp_path / "ff_knobs.py").write_text(
+        "from appliance.backend import Setting, hookimpl\n"
+        "@hookimpl\ndef flowfabric_settings():\n    return [Setting('FF_KNOB', None, 'x')]\n")
+    proc = _run("plugins", "--plugin-path", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("ff_knobs "))
+    assert "backends: -" in line and "[ok: registers no backend]" in line
 
 
 def test_version_flag_prints_the_version():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from appliance.backend import BackendEnv, hookimpl
+from appliance.backend import BackendEnv, Setting, hookimpl
 from appliance.backend.sql.backend import SqlBackend
 from appliance.backend.sql.statements import SQLITE, OpFactory, run_blocking
 from flowfabric_sql import migrations
@@ -62,6 +62,14 @@ class MemoryBackend(SqlBackend):
 @hookimpl
 def flowfabric_backend_names() -> list[str]:
     return ["memory"]
+
+
+@hookimpl
+def flowfabric_settings() -> list[Setting]:
+    """Nothing to configure. A backend that reads ``FF_*`` settings declares them here, e.g.
+    ``[Setting("FF_MEMORY_LIMIT", "10000", "most executions kept")]``; the appliance refuses
+    any ``FF_*`` name nobody declares."""
+    return []
 
 
 @hookimpl
