@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -132,11 +133,15 @@ def serve(args: argparse.Namespace, plugins: Plugins) -> int:
         return 1
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    for info in plugins.infos:
+        if info.error:
+            logging.getLogger("flowfabric.plugins").warning(
+                "plugin %r (%s) is not loaded: %s", info.name, info.source, info.error)
     from appliance.supervisor import serve as run  # imported late: keeps `--help` fast
 
     code = 1
     try:
-        code = trio.run(run, config)
+        code = trio.run(partial(run, config, plugins=plugins))
     except* (StartupError, OSError) as group:  # OSError: e.g. the port is taken
         _report(_leaves(group))
     return code
