@@ -22,7 +22,7 @@ import trio_asyncio
 
 from appliance import __version__
 from appliance.backend import Backend, BackendEnv
-from appliance.backend.plugins import get_plugin_manager
+from appliance.backend.plugins import Plugins, get_plugin_manager
 from appliance.config import Config
 from appliance.engine import Engine
 from appliance.http import create_app
@@ -48,12 +48,14 @@ class Running:
     events: list[str] = field(default_factory=list)
 
 
-async def serve(config: Config, *, handle_signals: bool = True,
+async def serve(config: Config, *, handle_signals: bool = True, plugins: Plugins | None = None,
                 task_status: Any = trio.TASK_STATUS_IGNORED) -> int:
-    """Run the appliance until drained; returns the process exit code."""
+    """Run the appliance until drained; returns the process exit code. ``plugins``: the
+    ones the CLI already discovered (else they are discovered here)."""
     if handle_signals:
         _exit_on_late_signals()
-    backend = get_plugin_manager(config.plugin_path).make_backend(config.backend, config)
+    plugins = plugins or get_plugin_manager(config.plugin_path)
+    backend = plugins.make_backend(config.backend, config)
     sock = bind(config.listen_host, config.listen_port)  # a taken port fails before migrating
     try:
         async with trio_asyncio.open_loop():
