@@ -186,3 +186,31 @@ def test_invalid_policies_are_refused_naming_the_field(raw, where):
         parse_policy(raw)
     assert err.value.kind == "invalid_policy_json"
     assert where in err.value.message
+
+
+# -- stored policies are read leniently ----------------------------------------------
+
+@pytest.mark.parametrize("stored, check", [
+    ('{"retry_policy":{"backoff":{"type":"exponential","multiplier":NaN}}}',
+     lambda p: p.retry.backoff.multiplier == 2.0),
+    ('{"retry_policy":{"backoff":{"type":"exponential","multiplier":1e300,'
+     '"initial_delay_ms":1e400,"max_delay_ms":-5}}}',
+     lambda p: (p.retry.backoff.multiplier, p.retry.backoff.initial_delay_ms,
+                p.retry.backoff.max_delay_ms) == (1000.0, 1000, 0)),
+    ('{"timeout_policy":{"attempt_timeout_ms":Infinity},"max_reclaim_count":"x"}',
+     lambda p: (p.attempt_timeout_ms, p.max_reclaim_count) == (None, 100)),
+    ('{"some_future_field":1,"max_replay_count":99999999999999}',
+     lambda p: p.max_replay_count == 2**32 - 1),
+    ("{{{ not json", lambda p: p == load_policy("{}")),
+    ('{"budget_ids":["b"]}', lambda p: p == load_policy("{}")),
+])
+def test_a_stored_policy_never_fails_to_load(stored, check):
+    policy = load_policy(stored)
+    assert check(policy)
+    json.loads(policy.to_json())  # and it stores back as strict JSON
+
+
+def test_backoff_growth_saturates_instead_of_overflowing():
+    backoff = parse_policy({"retry_policy": {"backoff": {
+        "multiplier": 1000, "initial_delay_ms": 1, "max_delay_ms": 5000}}}).retry.backoff
+    assert [backoff.delay_for(n) for n in (0, 1, 2, 10, 10**9)] == [1, 1000, 5000, 5000, 5000]
