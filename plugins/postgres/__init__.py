@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from appliance.backend import hookimpl
+from appliance.backend import Setting, hookimpl
 from appliance.core.errors import StartupError
 
 if TYPE_CHECKING:
@@ -14,6 +14,18 @@ __all__ = ["PostgresBackend"]
 
 DEFAULT_POOL_SIZE = 10
 MAX_POOL_SIZE = 1000
+DEFAULT_CONNECT_TIMEOUT_MS = 1000
+CONNECT_TIMEOUT_RANGE_MS = (50, 60_000)
+
+SETTINGS = (
+    Setting("FF_POSTGRES_URL", None, "PostgreSQL libpq URL or conninfo string; required with "
+            "--backend postgres"),
+    Setting("FF_POSTGRES_POOL_SIZE", str(DEFAULT_POOL_SIZE),
+            f"connections per appliance, 1..{MAX_POOL_SIZE}"),
+    Setting("FF_POSTGRES_CONNECT_TIMEOUT_MS", str(DEFAULT_CONNECT_TIMEOUT_MS),
+            "how long to wait for a connection to PostgreSQL, at startup and per request, "
+            "before answering 503; 50..60000"),
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +42,11 @@ def flowfabric_backend_names() -> list[str]:
 
 
 @hookimpl
+def flowfabric_settings() -> list[Setting]:
+    return list(SETTINGS)
+
+
+@hookimpl
 def flowfabric_backend(name: str, config: Any) -> PostgresBackend | None:
     if name != "postgres":
         return None
@@ -37,18 +54,32 @@ def flowfabric_backend(name: str, config: Any) -> PostgresBackend | None:
     if url is None:
         raise StartupError("FF_BACKEND=postgres requires FF_POSTGRES_URL, e.g. "
                            "postgresql://user@127.0.0.1:5432/flowfabric")
+    pool_size = _pool_size(config.option("FF_POSTGRES_POOL_SIZE"))
+    timeout_ms = _connect_timeout_ms(config.option("FF_POSTGRES_CONNECT_TIMEOUT_MS"))
     from .backend import PostgresBackend
-    return PostgresBackend(url, pool_size=_pool_size(config.option("FF_POSTGRES_POOL_SIZE")))
+    return PostgresBackend(url, pool_size=pool_size, connect_timeout_s=timeout_ms / 1000)
 
 
 def _pool_size(raw: str | None) -> int:
+    return _whole("FF_POSTGRES_POOL_SIZE", raw, DEFAULT_POOL_SIZE, (1, MAX_POOL_SIZE),
+                  "connections")
+
+
+def _connect_timeout_ms(raw: str | None) -> int:
+    return _whole("FF_POSTGRES_CONNECT_TIMEOUT_MS", raw, DEFAULT_CONNECT_TIMEOUT_MS,
+                  CONNECT_TIMEOUT_RANGE_MS, "milliseconds")
+
+
+def _whole(name: str, raw: str | None, default: int, bounds: tuple[int, int], unit: str) -> int:
+    """``raw`` as a whole number within ``bounds``; unset gives ``default``."""
     if raw is None:
-        return DEFAULT_POOL_SIZE
+        return default
+    lo, hi = bounds
     try:
-        size = int(raw.strip())
+        number = int(raw.strip())
     except ValueError:
-        size = 0
-    if not 1 <= size <= MAX_POOL_SIZE:
-        raise StartupError(f"invalid value for FF_POSTGRES_POOL_SIZE: must be a whole number of "
-                           f"connections from 1 to {MAX_POOL_SIZE}, got {raw!r}")
-    return size
+        number = lo - 1
+    if not lo <= number <= hi:
+        raise StartupError(f"invalid value for {name}: must be a whole number of {unit} from "
+                           f"{lo} to {hi}, got {raw!r}")
+    return number

@@ -3,6 +3,9 @@
 Every operation is one READ COMMITTED transaction: the shared SQL operations
 lock the rows they change (``FOR UPDATE``) and claims pass over rows another
 appliance holds (``SKIP LOCKED``), so several appliances can share one database.
+
+While the server is unreachable a circuit breaker (``appliance.backend.circuit``)
+fails every operation at once; its probe runs in ``serve_work_notifications``.
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ import trio
 import trio_asyncio
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from appliance.backend import BackendEnv
+from appliance.backend.circuit import Circuit
 from appliance.backend.sql.backend import SqlBackend
-from appliance.backend.sql.statements import POSTGRES, Op, OpFactory, one, run_async
-from appliance.core.errors import StartupError, StoreUnavailable
+from appliance.backend.sql.statements import POSTGRES, OpFactory, run_async
+from appliance.core.errors import FlowFabricError, StartupError, StoreUnavailable
 
 from . import DEFAULT_POOL_SIZE
 from .listener import listen_for_work
-from .migrate import migrate
+from .migrate import connect, libpq_timeout, migrate, within
 
 
 def _running_loop() -> asyncio.AbstractEventLoop:
@@ -39,26 +43,38 @@ def _running_loop() -> asyncio.AbstractEventLoop:
 # trio_asyncio patched it, the binding cannot see trio-asyncio loops. Look it up per call.
 psycopg.waiting.get_running_loop = _running_loop  # type: ignore[attr-defined]
 
-CONNECT_TIMEOUT_S = 5
-ACQUIRE_TIMEOUT_S = 5.0
+#: Default of ``connect_timeout_s``: for a new connection and for a pooled one.
+CONNECT_TIMEOUT_S = 1.0
 OPERATION_TIMEOUT_S = 30.0
+#: ``/healthz`` must answer within 100 ms whatever the store does.
+PING_TIMEOUT_S = 0.08
 MAX_TRIES = 5
 #: serialization_failure, deadlock_detected: the server rolled back; run it again.
 RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+#: admin_shutdown, crash_shutdown, cannot_connect_now: the server is going away or not up
+#: yet; with class 08 (connection exception) and no SQLSTATE at all, "unreachable".
+GOING_AWAY_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+#: invalid_catalog_name: the database named in the URL does not exist.
+NO_DATABASE = "3D000"
 
 
 class PostgresBackend(SqlBackend):
     name = "postgres"
 
-    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(self, url: str, *, pool_size: int = DEFAULT_POOL_SIZE,
+                 connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.url = url
         self.pool_size = pool_size
+        self.connect_timeout_s = connect_timeout_s
         self.where = _where(url)
         self._pool: AsyncConnectionPool | None = None
         self._loop: Any = None
+        self._closed = False
         #: Server pids of our pooled connections: the listener skips our own announcements,
         #: which the service has already delivered in-process.
         self._own_pids: set[int] = set()
+        self.circuit = Circuit(f"PostgreSQL at {self.where}", self._probe,
+                               on_close=self._renew_pool, probe_timeout_s=connect_timeout_s * 2)
 
     def describe(self) -> str:
         return f"postgres {self.where}"
@@ -76,11 +92,10 @@ class PostgresBackend(SqlBackend):
                                "trio_asyncio.open_loop()")
         try:
             await self._aio(migrate)(self.url, self.where, env.clock.now_ms(),
-                                     CONNECT_TIMEOUT_S)
+                                     self.connect_timeout_s)
             self._pool = await self._aio(self._open_pool)()
         except psycopg.OperationalError as exc:
-            raise StartupError(f"cannot use PostgreSQL at {self.where}: {_first_line(exc)}; "
-                               f"start it or fix FF_POSTGRES_URL") from exc
+            raise StartupError(_cannot_connect(self.url, self.where, exc)) from exc
         except psycopg.Error as exc:
             raise StartupError(f"PostgreSQL at {self.where} refused the schema migration: "
                                f"{_first_line(exc)}") from exc
@@ -91,69 +106,174 @@ class PostgresBackend(SqlBackend):
             raise
 
     async def _open_pool(self) -> AsyncConnectionPool:
+        """(asyncio) A pool holding its first connection."""
         pool = AsyncConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, name="flowfabric",
-            timeout=ACQUIRE_TIMEOUT_S, configure=self._remember_pid,
+            timeout=self.connect_timeout_s, configure=self._remember_pid,
+            connection_class=_connecting_within(self.connect_timeout_s),
             kwargs={"autocommit": True, "row_factory": dict_row,
-                    "connect_timeout": CONNECT_TIMEOUT_S})
-        await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 2)
+                    "connect_timeout": libpq_timeout(self.connect_timeout_s)})
+        try:
+            await pool.open(wait=True, timeout=self.connect_timeout_s * 2)
+        except BaseException:
+            await pool.close(timeout=self.connect_timeout_s)
+            raise
         return pool
 
     async def _remember_pid(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._own_pids.add(conn.info.backend_pid)
 
     async def ping(self) -> None:
-        await self._call(_select_one)
+        """``SELECT 1`` within 80 ms; at once while the circuit is open."""
+        self.circuit.check()
+        pool = self._current_pool()
+        with trio.move_on_after(PING_TIMEOUT_S):
+            with self._store_errors():
+                await self._aio(_detached)(_select_one, pool)
+            return
+        self.circuit.suspect()  # busy, or gone: the probe tells which
+        raise StoreUnavailable(f"PostgreSQL at {self.where} did not answer within "
+                               f"{PING_TIMEOUT_S * 1000:.0f} ms; retry the request")
 
     async def close(self) -> None:
+        """Release the pool, without waiting long for a server that is down."""
+        self._closed = True
         pool, self._pool = self._pool, None
         if pool is not None:
-            await self._aio(pool.close)(timeout=ACQUIRE_TIMEOUT_S)
+            await self._aio(pool.close)(timeout=self.connect_timeout_s)
 
     async def serve_work_notifications(self, notify: Callable[[str], None], *,
                                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        await listen_for_work(self.url, self.where, self._aio, notify, ignore=self._own_pids,
-                              task_status=task_status)
+        """Wake-ups from other appliances, and the circuit's probe, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.circuit.run)
+            await listen_for_work(self.url, self.where, self._aio, notify,
+                                  ignore=self._own_pids, connect_timeout_s=self.connect_timeout_s,
+                                  circuit=self.circuit, task_status=task_status)
+
+    # -- the circuit ------------------------------------------------------------------------
+    async def _probe(self) -> None:
+        """A new connection answers ``SELECT 1``: the server takes connections again."""
+        await self._aio(_detached)(_select_one_on_a_new_connection, self.url,
+                                   self.connect_timeout_s)
+
+    async def _renew_pool(self) -> None:
+        """Swap in a fresh pool before the circuit closes.
+
+        The old one holds connections the outage left dead and reconnection attempts
+        in growing backoff, which would stall the first requests after recovery; it
+        is closed in the background.
+        """
+        if self._pool is None:
+            return
+        self._own_pids.clear()  # a restarted server hands out pids anew
+        fresh = await self._aio(self._open_pool)()
+        old, self._pool = self._pool, fresh
+        if self._closed or old is None:  # closed meanwhile
+            self._pool = None
+            await self._aio(fresh.close)(timeout=self.connect_timeout_s)
+            return
+        await self._aio(_in_background)(old.close, self.connect_timeout_s)
 
     # -- running operations ----------------------------------------------------------------
+    def _current_pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            raise StoreUnavailable(f"the PostgreSQL store at {self.where} is closed")
+        return self._pool
+
     async def _run(self, factory: OpFactory) -> Any:
         """One transaction, retried while the server says it rolled back (or never began).
 
-        Shielded like the SQLite writer: once sent, an operation may commit, so
-        the caller stays to hear the answer instead of leaving a lease unknown.
+        Only the transaction itself, first statement to COMMIT, outlasts a cancellation
+        (see ``_outcome``). Waiting for a connection or for a retry can be cancelled, and
+        ends at once when the circuit opens.
         """
-        pool = self._pool
-        if pool is None:
-            raise StoreUnavailable(f"the PostgreSQL store at {self.where} is closed")
         recheck = False
-        with trio.CancelScope(shield=True):
+        with self.circuit.failing_fast():
             for attempt in range(1, MAX_TRIES + 1):
                 try:
-                    with self._store_errors(), trio.fail_after(OPERATION_TIMEOUT_S):
-                        return await self._aio(_transaction)(pool, factory, recheck)
+                    with self._store_errors():
+                        return await self._attempt(factory, recheck)
                 except _Retry as retry:
                     if attempt == MAX_TRIES:
                         raise StoreUnavailable(
                             f"PostgreSQL at {self.where}: {retry} after {MAX_TRIES} tries; "
                             f"retry the request") from retry.__cause__
                     recheck = retry.stale
+                    if retry.stale:
+                        self.circuit.suspect()  # a dead connection: is the server gone?
                     await trio.sleep(0.005 * 2**attempt * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")
+
+    async def _attempt(self, factory: OpFactory, recheck: bool) -> Any:
+        """A pooled connection (cancellable), then one transaction on it."""
+        pool = self._current_pool()
+        if recheck:  # drop every pooled connection a server restart left dead
+            await self._aio(_detached)(pool.check)
+        conn = await self._aio(pool.getconn)()
+        with trio.CancelScope(shield=True):  # from here the transaction gives the connection back
+            running = await self._aio(_started)(_transaction, pool, conn, factory)
+        try:
+            with trio.fail_after(OPERATION_TIMEOUT_S):
+                return await self._outcome(running)
+        finally:
+            running.cancel()  # when given up on: psycopg winds it down in the background
+
+    async def _outcome(self, running: asyncio.Task[Any]) -> Any:
+        """The transaction's outcome; a server slow to give it is suspected.
+
+        Once sent, an operation may commit, so a caller cancelled meanwhile still waits
+        to hear it (like the SQLite writer, a lease is not left unknown), but only
+        ``connect_timeout_s`` more: a forced exit, an opening circuit or the operation
+        timeout must not wait out a server that does not answer.
+        """
+        try:
+            with trio.move_on_after(self.connect_timeout_s):
+                return await self._aio(_outcome)(running)
+            self.circuit.suspect()  # this slow: is the server still there?
+            return await self._aio(_outcome)(running)
+        except trio.Cancelled:
+            with trio.CancelScope(shield=True), trio.move_on_after(self.connect_timeout_s):
+                # Heard in time: the caller gets it, and the cancellation at its next await.
+                return await self._aio(_outcome)(running)
+            raise
 
     @contextmanager
     def _store_errors(self) -> Iterator[None]:
         """The one place where driver trouble becomes a retryable ``StoreUnavailable``.
 
-        Typed errors raised by the operations, and ``_Retry``, pass through.
+        An unreachable server opens the circuit; trouble that may only mean "busy"
+        makes it probe. Typed errors raised by the operations, and ``_Retry``, pass
+        through: the server answered.
         """
         try:
             yield
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # incl. PoolTimeout
-            raise StoreUnavailable(f"PostgreSQL at {self.where} is unavailable: "
-                                   f"{_first_line(exc)}") from exc
+            raise self._unavailable(exc) from exc
         except trio.TooSlowError as exc:
+            self.circuit.suspect()
             raise StoreUnavailable(f"PostgreSQL at {self.where} did not answer within "
                                    f"{OPERATION_TIMEOUT_S:g}s") from exc
+        except StoreUnavailable:
+            raise
+        except (FlowFabricError, psycopg.Error):
+            self.circuit.succeeded()
+            raise
+        else:
+            self.circuit.succeeded()
+
+    def _unavailable(self, exc: psycopg.Error) -> StoreUnavailable:
+        if isinstance(exc, PoolClosed) or self._pool is None:
+            return StoreUnavailable(f"the PostgreSQL store at {self.where} is closed")
+        if isinstance(exc, PoolTimeout):
+            self.circuit.suspect()
+            return StoreUnavailable(
+                f"PostgreSQL at {self.where} gave no connection in time (all {self.pool_size} "
+                f"in use, or the server is unreachable); retry the request")
+        if _unreachable(exc):
+            self.circuit.open(_first_line(exc))
+        return StoreUnavailable(f"PostgreSQL at {self.where} is unavailable: "
+                                f"{_first_line(exc)}")
 
 
 class _Retry(Exception):
@@ -164,39 +284,119 @@ class _Retry(Exception):
         self.stale = stale
 
 
-async def _transaction(pool: AsyncConnectionPool, factory: OpFactory, recheck: bool) -> Any:
-    """(asyncio) Run ``factory()`` in one transaction on a pooled connection."""
-    if recheck:
-        await pool.check()  # drop every pooled connection a server restart left dead
-    async with pool.connection() as conn:
-        committing = False
-        try:
-            async with conn.transaction():
-                result = await run_async(factory(), conn, POSTGRES)
-                committing = True
-            return result
-        except psycopg.Error as exc:
-            if exc.sqlstate in RETRY_SQLSTATES:
-                raise _Retry(f"transaction rolled back by the server ({exc.sqlstate})") from exc
-            if conn.broken and not committing:
-                raise _Retry("connection lost before commit", stale=True) from exc
-            raise
+async def _transaction(pool: AsyncConnectionPool, conn: psycopg.AsyncConnection[Any],
+                       factory: OpFactory) -> Any:
+    """(asyncio) Run ``factory()`` in one transaction on ``conn``, then give it back."""
+    committing = False
+    try:
+        async with conn.transaction():
+            result = await run_async(factory(), conn, POSTGRES)
+            committing = True
+        return result
+    except psycopg.Error as exc:
+        if exc.sqlstate in RETRY_SQLSTATES:
+            raise _Retry(f"transaction rolled back by the server ({exc.sqlstate})") from exc
+        if conn.broken and not committing:
+            raise _Retry("connection lost before commit", stale=True) from exc
+        raise
+    finally:
+        await pool.putconn(conn)
 
 
-def _select_one() -> Op:
-    yield one("SELECT 1 AS ok")
+async def _select_one(pool: AsyncConnectionPool) -> None:
+    """(asyncio) ``SELECT 1`` on a pooled connection."""
+    async with pool.connection(timeout=PING_TIMEOUT_S) as conn:
+        await conn.execute("SELECT 1")
+
+
+async def _select_one_on_a_new_connection(url: str, timeout_s: float) -> None:
+    """(asyncio) ``SELECT 1`` on a connection of its own, each step within ``timeout_s``."""
+    conn = await connect(url, timeout_s, autocommit=True)
+    try:
+        await asyncio.wait_for(conn.execute("SELECT 1"), timeout_s)
+    finally:
+        await conn.close()
+
+
+async def _detached(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """(asyncio) ``fn(*args)`` as a task of its own, so a caller who stops waiting returns at
+    once (psycopg may take seconds to wind down a cancelled query); the task runs on."""
+    return await _outcome(await _started(fn, *args))
+
+
+async def _started(fn: Callable[..., Awaitable[Any]], *args: Any) -> asyncio.Task[Any]:
+    """(asyncio) ``fn(*args)`` running as a task of its own."""
+    task = asyncio.ensure_future(fn(*args))
+    task.add_done_callback(_retrieve)
+    return task
+
+
+async def _outcome(task: asyncio.Task[Any]) -> Any:
+    """(asyncio) What ``task`` returns or raises; a caller who stops waiting leaves it be."""
+    return await asyncio.shield(task)
+
+
+async def _in_background(fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    """(asyncio) Start ``fn(*args)`` and return without waiting for it."""
+    asyncio.ensure_future(fn(*args)).add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """An abandoned task's outcome may be nobody's business; read it so asyncio does not warn."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _connecting_within(timeout_s: float) -> type[psycopg.AsyncConnection[Any]]:
+    """The pool's connection class: ``connect`` gives up after ``timeout_s``."""
+
+    class Connection(psycopg.AsyncConnection[Any]):
+        @classmethod
+        async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            return await within(timeout_s, super().connect(*args, **kwargs))
+
+    return Connection
+
+
+def _unreachable(exc: psycopg.Error) -> bool:
+    """Whether the server could not be talked to, rather than answered with an error."""
+    if not isinstance(exc, psycopg.OperationalError) or isinstance(exc, PoolTimeout | PoolClosed):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in GOING_AWAY_SQLSTATES
+
+
+def _cannot_connect(url: str, where: str, exc: psycopg.OperationalError) -> str:
+    """The startup refusal, naming what to do. A connection refused for a missing database
+    carries no SQLSTATE (libpq keeps only the text), so the server's words count too."""
+    dbname = _dbname(url)
+    if exc.sqlstate == NO_DATABASE or f'database "{dbname}" does not exist' in str(exc):
+        host = where.rsplit("/", 1)[0]
+        return (f"the database {dbname!r} does not exist on PostgreSQL at {host}: create it "
+                f"(createdb {dbname}, or CREATE DATABASE {dbname}) or fix FF_POSTGRES_URL")
+    slow = isinstance(exc, psycopg.errors.ConnectionTimeout | PoolTimeout)
+    return (f"cannot use PostgreSQL at {where}: {_first_line(exc)}; start it or fix "
+            f"FF_POSTGRES_URL{' (or raise FF_POSTGRES_CONNECT_TIMEOUT_MS)' if slow else ''}")
 
 
 def _where(url: str) -> str:
     """``host:port/dbname`` of a conninfo string or URL, without user or password."""
+    info = _conninfo(url)
+    host = info.get("host") or info.get("hostaddr") or "localhost"
+    return f"{host}:{info.get('port') or 5432}/{_dbname(url)}"
+
+
+def _dbname(url: str) -> str:
+    info = _conninfo(url)
+    return str(info.get("dbname") or info.get("user") or "postgres")
+
+
+def _conninfo(url: str) -> dict[str, Any]:
     try:
-        info = conninfo_to_dict(url)
+        return conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise StartupError(f"invalid value for FF_POSTGRES_URL: {_first_line(exc)}; expected "
                            f"e.g. postgresql://user@127.0.0.1:5432/flowfabric") from None
-    host = info.get("host") or info.get("hostaddr") or "localhost"
-    dbname = info.get("dbname") or info.get("user") or "postgres"
-    return f"{host}:{info.get('port') or 5432}/{dbname}"
 
 
 def _first_line(exc: BaseException) -> str:

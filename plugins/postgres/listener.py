@@ -4,8 +4,8 @@ The shared operations send ``pg_notify('ff_work', lane)`` when they make work
 claimable; each notification from another appliance reaches ``notify(lane)``
 in Trio, so long-polling claims there look again at once (the service already
 wakes its own). A dropped connection is
-re-established with backoff; a missed wake-up only delays a claim until its
-next re-poll.
+re-established with backoff (or as soon as the store's circuit closes after an
+outage); a missed wake-up only delays a claim until its next re-poll.
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ from typing import Any
 import psycopg
 import trio
 
+from appliance.backend.circuit import Circuit
+
+from .migrate import connect
+
 log = logging.getLogger("flowfabric.postgres")
 
 CHANNEL = "ff_work"
 IDLE_CHECK_S = 10.0
-CONNECT_TIMEOUT_S = 5
+CONNECT_TIMEOUT_S = 1.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.2, 5.0
 
 Aio = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]
@@ -29,18 +33,21 @@ Aio = Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]
 
 async def listen_for_work(url: str, where: str, aio: Aio, notify: Callable[[str], None], *,
                           ignore: Container[int] = (),
+                          connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                          circuit: Circuit | None = None,
                           task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     """Deliver notifications until cancelled, except those sent by server pids in ``ignore``.
 
-    ``started`` is reported after the first try, failed or not.
+    ``started`` is reported after the first try, failed or not. A lost connection
+    makes ``circuit`` suspect the store (it is often the first to notice an outage).
     """
     started = False
     delay = RECONNECT_MIN_S
     while True:
         conn = None
         try:
-            with trio.fail_after(CONNECT_TIMEOUT_S * 2):
-                conn = await aio(_connect)(url)
+            with trio.fail_after(connect_timeout_s * 2):
+                conn = await aio(_connect)(url, connect_timeout_s)
             if delay > RECONNECT_MIN_S:
                 log.info("listening for work on PostgreSQL at %s again", where)
             delay = RECONNECT_MIN_S
@@ -55,6 +62,8 @@ async def listen_for_work(url: str, where: str, aio: Aio, notify: Callable[[str]
                         notify(lane)
         except (psycopg.Error, OSError, trio.TooSlowError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            if circuit is not None:
+                circuit.suspect()
             log.warning("LISTEN %s on PostgreSQL at %s failed (%s); retrying in %.1fs",
                         CHANNEL, where, reason, delay)
         finally:
@@ -64,13 +73,20 @@ async def listen_for_work(url: str, where: str, aio: Aio, notify: Callable[[str]
         if not started:
             started = True
             task_status.started()
-        await trio.sleep(delay)
+        await _pause(delay, circuit)
         delay = min(delay * 2, RECONNECT_MAX_S)
 
 
-async def _connect(url: str) -> psycopg.AsyncConnection[Any]:
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
-                                                 connect_timeout=CONNECT_TIMEOUT_S)
+async def _pause(delay: float, circuit: Circuit | None) -> None:
+    """Until the next try: ``delay``; while the store is known down, until it answers again."""
+    if circuit is not None and circuit.is_open:
+        await circuit.wait_closed()
+    else:
+        await trio.sleep(delay)
+
+
+async def _connect(url: str, timeout_s: float) -> psycopg.AsyncConnection[Any]:
+    conn = await connect(url, timeout_s, autocommit=True)
     try:
         await conn.execute(f"LISTEN {CHANNEL}")
     except BaseException:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
 import psycopg
 
 from flowfabric_sql import pending
@@ -9,11 +14,35 @@ from flowfabric_sql import pending
 #: ``pg_advisory_xact_lock`` key ("flowfabr"): appliances starting together migrate in turn.
 MIGRATION_LOCK = 0x666C6F7766616272
 
+C = TypeVar("C")
 
-async def migrate(url: str, where: str, now_ms: int, connect_timeout: int) -> None:
+
+async def connect(url: str, timeout_s: float, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+    """(asyncio) A new connection within ``timeout_s``."""
+    return await within(timeout_s, psycopg.AsyncConnection.connect(
+        url, connect_timeout=libpq_timeout(timeout_s), **kwargs))
+
+
+async def within(timeout_s: float, connecting: Awaitable[C]) -> C:
+    """(asyncio) ``connecting`` done within ``timeout_s``, or a ``ConnectionTimeout``.
+
+    libpq's own ``connect_timeout`` counts whole seconds, at least 2, so the
+    deadline is kept here.
+    """
+    try:
+        return await asyncio.wait_for(connecting, timeout_s)
+    except TimeoutError:
+        raise psycopg.errors.ConnectionTimeout(
+            f"connection timeout expired after {timeout_s:g}s") from None
+
+
+def libpq_timeout(timeout_s: float) -> int:
+    return max(2, math.ceil(timeout_s))
+
+
+async def migrate(url: str, where: str, now_ms: int, connect_timeout_s: float) -> None:
     """(asyncio) Bring the schema up to date in one transaction; refuse a newer one."""
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True,
-                                                 connect_timeout=connect_timeout)
+    conn = await connect(url, connect_timeout_s, autocommit=True)
     try:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))

@@ -48,6 +48,8 @@ PROMOTE_ON_CLAIM = 16
 #: data gets them back within this time).
 KNOWN_MAX_AGE_S = 60.0
 PUBSUB_POLL_S = 1.0
+#: ``/healthz`` must answer within 100 ms whatever the store does.
+PING_TIMEOUT_S = 0.08
 
 
 class ValkeyBackend(BackendBase):
@@ -84,7 +86,14 @@ class ValkeyBackend(BackendBase):
             raise
 
     async def ping(self) -> None:
-        await self._conn().command("PING")
+        """``PING`` within 80 ms; at once while the circuit is open."""
+        conn = self._conn()
+        with trio.move_on_after(PING_TIMEOUT_S):
+            await conn.command("PING")
+            return
+        conn.circuit.suspect()  # busy, or gone: the probe tells which
+        raise StoreUnavailable(f"the Valkey store at {self.settings.describe()} did not answer "
+                               f"within {PING_TIMEOUT_S * 1000:.0f} ms; retry the request")
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -310,10 +319,19 @@ class ValkeyBackend(BackendBase):
     # -- wake-ups from other appliances ---------------------------------------------------------
     async def serve_work_notifications(self, notify: Callable[[str], None], *,
                                        task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """The library publishes a lane on ``ff:work`` whenever it made work claimable."""
+        """The library publishes a lane on ``ff:work`` whenever it made work claimable.
+
+        The store's circuit probes from here too (this task runs as long as the appliance).
+        """
         conn = self._conn()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(conn.circuit.run)
+            task_status.started()
+            await self._deliver_notifications(conn, notify)
+
+    async def _deliver_notifications(self, conn: Connection,
+                                     notify: Callable[[str], None]) -> None:
         pubsub = conn.client.pubsub()
-        task_status.started()
         try:
             subscribed = False
             while True:
@@ -325,9 +343,13 @@ class ValkeyBackend(BackendBase):
                                               ignore_subscribe_messages=True,
                                               timeout=PUBSUB_POLL_S)
                 except StoreUnavailable as exc:
-                    log.warning("work notifications paused: %s", exc)
+                    if subscribed or not conn.circuit.is_open:
+                        log.warning("work notifications paused: %s", exc)
                     subscribed = False
-                    await trio.sleep(PUBSUB_POLL_S)
+                    if conn.circuit.is_open:
+                        await conn.circuit.wait_closed()  # subscribe again once it answers
+                    else:
+                        await trio.sleep(PUBSUB_POLL_S)
                     continue
                 if message and message.get("type") == "message":
                     partition, _, lane = message["data"].decode().partition(":")

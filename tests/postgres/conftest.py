@@ -1,42 +1,50 @@
-"""Fixtures for PostgreSQL-only tests: fresh databases, a restartable server."""
+"""Fixtures for PostgreSQL-only tests: fresh databases, and a server of our own to stop."""
 
 from __future__ import annotations
 
-import os
-import shutil
+import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from backend_setups.postgres import admin_url, scratch_database
-from pg_support import Cluster
+from backend_setups.postgres import scratch_database
+from pg_support import PrivateServer, postgres_bindir
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "postgres_restart: restarts the local PostgreSQL server "
-                            "(pg_ctlcluster); skipped where that is not possible")
+    config.addinivalue_line("markers", "postgres_restart: stops and restarts a private "
+                            "PostgreSQL server of its own (initdb); skipped without the binaries")
 
 
 @pytest.fixture
 def fresh_url() -> Iterator[str]:
-    """A database no appliance has touched yet."""
+    """A database no appliance has touched yet (on the shared test server)."""
     with scratch_database() as url:
         yield url
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """The server, restartable by this test; running again afterwards whatever happens."""
-    versions = sorted(p.name for p in Path("/etc/postgresql").glob("*"))
-    where = urlsplit(admin_url())
-    if (not versions or shutil.which("pg_ctlcluster") is None or os.geteuid() != 0
-            or where.hostname not in ("127.0.0.1", "localhost") or (where.port or 5432) != 5432):
-        pytest.skip("restart tests need root and a local pg_ctlcluster-managed server on "
-                    "127.0.0.1:5432")
-    cluster = Cluster(versions[-1])
+@pytest.fixture(scope="module")
+def private_server() -> Iterator[PrivateServer]:
+    server = PrivateServer(postgres_bindir())
     try:
-        yield cluster
+        server.start()
+        yield server
     finally:
-        if not cluster.is_online():
-            cluster.ctl("start")
+        server.destroy()
+
+
+@pytest.fixture
+def pg_server(private_server: PrivateServer) -> Iterator[PrivateServer]:
+    """The private server, which this test may stop, freeze or restart; running afterwards."""
+    yield private_server
+    try:
+        private_server.freeze(False)
+    except (OSError, ValueError):
+        pass
+    if not private_server.is_online():
+        private_server.start()
+
+
+@pytest.fixture
+def pg_url(pg_server: PrivateServer) -> str:
+    """A new database on the private server."""
+    return pg_server.create_database(f"ff_{uuid.uuid4().hex[:12]}")

@@ -1,20 +1,16 @@
-"""PostgreSQL restarting under a running appliance: retryable errors meanwhile, nothing lost."""
+"""PostgreSQL restarting under a running appliance: retryable errors meanwhile, nothing lost.
+
+The server is a private one (``pg_server``): stopping it never disturbs the machine's.
+"""
 
 from collections import Counter
 
 import pytest
 import trio
 
-import flowfabric_postgres.backend
 from appliance.testing import eid_path, open_harness
 
 pytestmark = pytest.mark.postgres_restart
-
-
-@pytest.fixture(autouse=True)
-def fail_fast(monkeypatch):
-    """Wait 1 s (not 5 s) for a connection before answering 503, to keep these tests short."""
-    monkeypatch.setattr(flowfabric_postgres.backend, "ACQUIRE_TIMEOUT_S", 1.0)
 
 
 async def finish(ff, task):
@@ -35,17 +31,17 @@ async def until_ok(ff, method: str, path: str, body=None):
 
 
 async def test_requests_fail_retryably_while_postgres_is_down_and_succeed_after(
-        cluster, fresh_url):
-    async with open_harness("postgres", {"FF_POSTGRES_URL": fresh_url}) as ff:
+        pg_server, pg_url):
+    async with open_harness("postgres", {"FF_POSTGRES_URL": pg_url}) as ff:
         done_eid = await ff.create(input_payload=[1])
         task = await ff.claim()
         assert (await ff.worker_op("complete", task, result=[7])).status == 200
         waiting_eid = await ff.create(input_payload=[2])
 
-        await trio.to_thread.run_sync(cluster.ctl, "stop")
+        await trio.to_thread.run_sync(pg_server.stop)
         assert_retryable(await ff.call("POST", "/v1/executions", {}))
         assert_retryable(await ff.call("GET", "/healthz"))
-        await trio.to_thread.run_sync(cluster.ctl, "start")
+        await trio.to_thread.run_sync(pg_server.start)
 
         await until_ok(ff, "GET", "/healthz")
         result = await ff.call("GET", f"/v1/executions/{eid_path(done_eid)}/result")
@@ -55,8 +51,8 @@ async def test_requests_fail_retryably_while_postgres_is_down_and_succeed_after(
         assert (await ff.worker_op("complete", task)).status == 200
 
 
-async def test_a_restart_mid_run_loses_nothing_and_fails_only_retryably(cluster, fresh_url):
-    async with open_harness("postgres", {"FF_POSTGRES_URL": fresh_url}) as ff:
+async def test_a_restart_mid_run_loses_nothing_and_fails_only_retryably(pg_server, pg_url):
+    async with open_harness("postgres", {"FF_POSTGRES_URL": pg_url}) as ff:
         eids = [await ff.create(input_payload=[i]) for i in range(40)]
         held = [await ff.claim() for _ in range(20)]
         for task in held[:10]:
@@ -74,7 +70,7 @@ async def test_a_restart_mid_run_loses_nothing_and_fails_only_retryably(cluster,
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_reading)
-            await trio.to_thread.run_sync(cluster.ctl, "restart")
+            await trio.to_thread.run_sync(pg_server.restart)
             restarted.set()
         assert sum(seen.values()) > 1
 
@@ -88,18 +84,18 @@ async def test_a_restart_mid_run_loses_nothing_and_fails_only_retryably(cluster,
             assert (result.status, result.body) == (200, bytes([i])), eid
 
 
-async def test_work_announcements_resume_after_a_restart(cluster, fresh_url):
+async def test_work_announcements_resume_after_a_restart(pg_server, pg_url):
     arrived = trio.Event()
 
     def notify(lane: str) -> None:
         if lane == "after-restart":
             arrived.set()
 
-    options = {"FF_POSTGRES_URL": fresh_url}
+    options = {"FF_POSTGRES_URL": pg_url}
     async with open_harness("postgres", options) as ff, open_harness("postgres", options) as other:
         async with trio.open_nursery() as nursery:
             await nursery.start(ff.backend.serve_work_notifications, notify)
-            await trio.to_thread.run_sync(cluster.ctl, "restart")
+            await trio.to_thread.run_sync(pg_server.restart)
             with trio.fail_after(20):
                 while not arrived.is_set():
                     await until_ok(other, "POST", "/v1/executions", {"lane_id": "after-restart"})

@@ -39,3 +39,15 @@ async def test_unreachable_server_refuses_to_start_naming_where():
     async with asyncio_loop():
         with pytest.raises(StartupError, match=r"cannot use PostgreSQL at 127\.0\.0\.1:1/nowhere"):
             await backend.prepare(env())
+
+
+async def test_missing_database_is_refused_saying_to_create_it(postgres_backend_options):
+    url = postgres_backend_options["FF_POSTGRES_URL"].rsplit("/", 1)[0] + "/ff_no_such_db"
+    backend = make_backend({"FF_POSTGRES_URL": url})
+    async with asyncio_loop():
+        with pytest.raises(StartupError) as refused:
+            await backend.prepare(env())
+    message = str(refused.value)
+    assert "createdb ff_no_such_db" in message and "CREATE DATABASE" in message, message
+    assert "FF_POSTGRES_URL" in message and "\n" not in message
+    assert "start it" not in message

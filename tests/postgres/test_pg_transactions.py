@@ -42,6 +42,7 @@ async def test_contention_that_never_clears_ends_in_a_retryable_error(postgres_b
     async with asyncio_loop(), prepared(postgres_backend_options["FF_POSTGRES_URL"]) as backend:
         with pytest.raises(StoreUnavailable) as raised:
             await backend._call(op)
+        assert not backend.circuit.is_open  # a busy database is not an unreachable one
     assert raised.value.retryable and raised.value.status == 503
     assert len(runs) == MAX_TRIES
 
@@ -56,6 +57,7 @@ async def test_typed_error_passes_through_and_rolls_back_the_writes(postgres_bac
     async with asyncio_loop(), prepared(url) as backend:
         with pytest.raises(ExecutionNotFound):
             await backend._call(op)
+        assert not backend.circuit.is_open and backend.circuit.last_success is not None
     assert meta(url, "probe") is None
 
 
