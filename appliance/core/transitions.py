@@ -15,13 +15,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .contracts import CancelArgs, ClaimArgs, CreateArgs
-from .errors import (Conflict, ExecutionNotActive, InvalidInput, LeaseExpired, LeaseRevoked,
-                     StaleLease)
+from .errors import (
+    Conflict,
+    ExecutionNotActive,
+    InvalidInput,
+    LeaseExpired,
+    LeaseRevoked,
+    StaleLease,
+)
 from .handle import Fence, Handle
 from .policy import ExecutionPolicy, load_policy
 from .record import Attempt, Execution
-from .state import (RECLAIMABLE, AttemptState, Blocking, Eligibility, Outcome, Ownership, Phase,
-                    derive_public_state, is_claimable)
+from .state import (
+    RECLAIMABLE,
+    AttemptState,
+    Blocking,
+    Eligibility,
+    Outcome,
+    Ownership,
+    Phase,
+    derive_public_state,
+    is_claimable,
+)
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 9000
 DEFAULT_RETENTION_MS = 24 * 3600 * 1000
@@ -288,17 +303,27 @@ def claim(ex: Execution, args: ClaimArgs, ctx: Ctx, *, lease_id: str, attempt_id
     else:
         effect.attempt_update.update(lease)
     effect.handle = Handle(ex.execution_id, index, Fence(lease_id, epoch, attempt_id))
-    effect.outcome = {
-        "execution_id": ex.execution_id, "attempt_index": index, "attempt_id": attempt_id,
-        "attempt_type": attempt_type, "lease_id": lease_id, "lease_epoch": epoch,
-        "lease_expires_at": ex.lease_expires_at, "lease_ttl_ms": ttl,
-        "handle": effect.handle.encode(), "namespace": ex.namespace, "lane_id": ex.lane_id,
+    effect.outcome = claim_answer(ex, attempt_type, ttl)
+    return effect
+
+
+def claim_answer(ex: Execution, attempt_type: str, lease_ttl_ms: int) -> dict[str, Any]:
+    """The task a worker receives, from the record as the claim left it (every backend
+    answers through this one function)."""
+    assert ex.current_attempt_index is not None
+    fence = Fence(ex.current_lease_id or "", ex.current_lease_epoch, ex.current_attempt_id or "")
+    handle = Handle(ex.execution_id, ex.current_attempt_index, fence)
+    return {
+        "execution_id": ex.execution_id, "attempt_index": ex.current_attempt_index,
+        "attempt_id": ex.current_attempt_id, "attempt_type": attempt_type,
+        "lease_id": ex.current_lease_id, "lease_epoch": ex.current_lease_epoch,
+        "lease_expires_at": ex.lease_expires_at, "lease_ttl_ms": lease_ttl_ms,
+        "handle": handle.encode(), "namespace": ex.namespace, "lane_id": ex.lane_id,
         "execution_kind": ex.execution_kind, "priority": ex.priority,
         "payload_encoding": ex.payload_encoding, "tags": ex.tag_map(),
         "policy": _worker_policy(ex), "attempt_deadline_at": ex.attempt_deadline_at,
         "execution_deadline_at": ex.execution_deadline_at,
     }
-    return effect
 
 
 def _worker_policy(ex: Execution) -> dict[str, Any]:
@@ -539,6 +564,7 @@ def quarantine(ex: Execution, reason: str, ctx: Ctx) -> Effect | None:
 __all__ = [
     "Ctx", "Effect", "CommitThenRaise", "RECLAIMABLE", "set_state", "policy_of", "create",
     "change_priority", "replay", "cancel", "revoke_lease", "capability_match", "claim",
+    "claim_answer",
     "renew", "progress", "complete", "fail", "delay", "mark_lease_expired", "promote_delayed",
     "expire_attempt", "expire_execution", "not_active", "quarantine", "reclaim_cap_reached",
 ]

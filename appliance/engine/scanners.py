@@ -22,6 +22,7 @@ from appliance.backend import Backend, ScanResult
 log = logging.getLogger("flowfabric.engine")
 
 FAILURES_BEFORE_SKIP = 3
+OUTAGE_LOG_EVERY_S = 30.0
 SKIP_CYCLES = 10
 
 
@@ -67,6 +68,7 @@ class ScannerStats:
     processed: int = 0
     errors: int = 0
     quarantined: int = 0
+    outage_logged_at: float = float("-inf")
 
 
 DEFAULT_BATCH = {"retention_trimmer": 20}
@@ -126,10 +128,15 @@ class Engine:
             full = False
             try:
                 result = await self.run_once(spec.name, spec.batch)
-            except Exception:
+            except Exception as exc:
                 stats.errors += 1
-                log.exception("scanner %s failed a cycle; retrying in %.1fs", spec.name,
-                              spec.interval_s)
+                if getattr(exc, "retryable", False):  # the store is down: say so, briefly
+                    if trio.current_time() - stats.outage_logged_at >= OUTAGE_LOG_EVERY_S:
+                        stats.outage_logged_at = trio.current_time()
+                        log.warning("scanner %s is waiting for the store: %s", spec.name, exc)
+                else:
+                    log.exception("scanner %s failed a cycle; retrying in %.1fs", spec.name,
+                                  spec.interval_s)
             else:
                 stats.cycles += 1
                 stats.processed += result.processed

@@ -9,7 +9,6 @@ which re-checks due-ness, so several appliances can share a store.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import time
@@ -248,8 +247,10 @@ class ValkeyBackend(BackendBase):
             self._work.seen(args.lane_id, partition, float(got[-1]))
             if len(got) > 1:
                 attempt_type, payload, flat = got[:3]
-                return _claimed(attempt_type.decode(), codec.execution_from(flat),
-                                args), bytes(payload)
+                ex = codec.execution_from(flat)
+                assert ex is not None
+                return rules.claim_answer(ex, attempt_type.decode(), args.lease_ttl_ms), \
+                    bytes(payload)
         return None
 
     async def _by_handle(self, name: str, handle: Handle, data: bytes | None = None,
@@ -277,6 +278,10 @@ class ValkeyBackend(BackendBase):
 
     async def delay(self, handle: Handle, delay_until: int) -> Outcome:
         return await self._by_handle("ff_delay", handle, delay_until=delay_until)
+
+    async def quarantine(self, execution_id: str, reason: str) -> bool:
+        answer = await self._operator("ff_quarantine", execution_id, reason=reason)
+        return "Unchanged" not in answer
 
     # -- scanners -------------------------------------------------------------------------
     async def run_scanner(self, scanner: str, limit: int, skip: frozenset[str]) -> ScanResult:
@@ -358,21 +363,3 @@ class ValkeyBackend(BackendBase):
         finally:
             with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await trio_asyncio.aio_as_trio(pubsub.aclose, loop=conn.loop)()
-
-
-def _claimed(attempt_type: str, ex: Execution | None, args: ClaimArgs) -> Outcome:
-    """The claim outcome exactly as ``transitions.claim`` shapes it."""
-    assert ex is not None and ex.current_attempt_index is not None
-    fence = Fence(ex.current_lease_id or "", ex.current_lease_epoch, ex.current_attempt_id or "")
-    handle = Handle(ex.execution_id, ex.current_attempt_index, fence)
-    return {
-        "execution_id": ex.execution_id, "attempt_index": ex.current_attempt_index,
-        "attempt_id": ex.current_attempt_id, "attempt_type": attempt_type,
-        "lease_id": ex.current_lease_id, "lease_epoch": ex.current_lease_epoch,
-        "lease_expires_at": ex.lease_expires_at, "lease_ttl_ms": args.lease_ttl_ms,
-        "handle": handle.encode(), "namespace": ex.namespace, "lane_id": ex.lane_id,
-        "execution_kind": ex.execution_kind, "priority": ex.priority,
-        "payload_encoding": ex.payload_encoding, "tags": ex.tag_map(),
-        "policy": json.loads(ex.policy), "attempt_deadline_at": ex.attempt_deadline_at,
-        "execution_deadline_at": ex.execution_deadline_at,
-    }

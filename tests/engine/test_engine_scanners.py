@@ -118,3 +118,14 @@ def test_zero_interval_disables_a_scanner():
     engine = Engine(ScriptedBackend([]), {"lease_expiry": 0, "delayed_promoter": 0.75},
                     lambda lane: None)
     assert [s.name for s in engine.specs] == ["delayed_promoter"]
+
+
+async def test_a_store_outage_is_logged_once_not_every_cycle(autojump_clock, caplog):
+    backend = ScriptedBackend([StoreUnavailable("the store is down")] * 20)
+    engine = Engine(backend, {"delayed_promoter": 0.5}, lambda lane: None)
+    with caplog.at_level(logging.WARNING, logger="flowfabric.engine"):
+        with trio.move_on_after(9.9):
+            await engine.serve_scanner(ScannerSpec("delayed_promoter", 0.5))
+    lines = [r for r in caplog.records if "waiting for the store" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert engine.stats["delayed_promoter"].errors == 20
