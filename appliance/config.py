@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from appliance.core.clock import Clock, SystemClock
 from appliance.core.errors import StartupError
 from appliance.core.partitions import PartitionConfig
+from appliance.core.scanners import SCANNERS
 from appliance.core.settings import Setting
 
 
@@ -33,18 +34,15 @@ SETTINGS = (
     Setting("FF_FLOW_PARTITIONS", "256", "flow/execution partitions (fixed per store)"),
     Setting("FF_BUDGET_PARTITIONS", "32", "budget partitions (fixed per store)"),
     Setting("FF_QUOTA_PARTITIONS", "32", "quota partitions (fixed per store)"),
-    Setting("FF_LEASE_EXPIRY_INTERVAL_MS", "1500", "lease-expiry scanner interval; 0 disables"),
-    Setting("FF_DELAYED_PROMOTER_INTERVAL_MS", "750",
-            "delayed-promotion scanner interval; 0 disables"),
-    Setting("FF_ATTEMPT_TIMEOUT_INTERVAL_S", "2", "attempt-timeout scanner interval; 0 disables"),
-    Setting("FF_EXECUTION_DEADLINE_INTERVAL_S", "5",
-            "execution-deadline scanner interval; 0 disables"),
-    Setting("FF_RETENTION_TRIMMER_INTERVAL_S", "60", "retention scanner interval; 0 disables"),
+    *(scanner.declaration for scanner in SCANNERS),
     Setting("FF_TERMINAL_RETENTION_MS", "86400000",
             "how long terminal executions are kept (policy stream_policy.retention_ttl_ms "
             "overrides per execution)"),
     Setting("FF_DEFAULT_LEASE_TTL_MS", "30000", "lease TTL when claim-task gives none"),
     Setting("FF_MAX_CLAIM_WAIT_MS", "30000", "longest long-poll a claim-task may ask for"),
+    Setting("FF_CLAIM_REPOLL_MS", "1000",
+            "a long-polling claim also looks again this often, in case a wake-up from another "
+            "appliance was lost; 0: only when woken"),
     Setting("FF_BODY_TIMEOUT_MS", "30000",
             "a request body must arrive within this time, or the connection is closed (408)"),
     Setting("FF_HEADER_TIMEOUT_MS", "5000",
@@ -80,6 +78,8 @@ class Config:
     retention_ms: int = 86_400_000
     default_lease_ttl_ms: int = 30_000
     max_claim_wait_ms: int = 30_000
+    #: 0: a long-polling claim looks again only when woken.
+    claim_repoll_s: float = 1.0
     body_timeout_s: float = 30.0
     header_timeout_s: float = 5.0
     #: None: sized at startup from the file-descriptor limit.
@@ -128,22 +128,16 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
             budget=_int("FF_BUDGET_PARTITIONS", get("FF_BUDGET_PARTITIONS"), 1, 65535),
             quota=_int("FF_QUOTA_PARTITIONS", get("FF_QUOTA_PARTITIONS"), 1, 65535)),
         scanner_intervals_s={
-            "lease_expiry": _int("FF_LEASE_EXPIRY_INTERVAL_MS",
-                                 get("FF_LEASE_EXPIRY_INTERVAL_MS"), 0, 86_400_000) / 1000,
-            "delayed_promoter": _int("FF_DELAYED_PROMOTER_INTERVAL_MS",
-                                     get("FF_DELAYED_PROMOTER_INTERVAL_MS"), 0, 86_400_000) / 1000,
-            "attempt_timeout": _int("FF_ATTEMPT_TIMEOUT_INTERVAL_S",
-                                    get("FF_ATTEMPT_TIMEOUT_INTERVAL_S"), 0, 86_400),
-            "execution_deadline": _int("FF_EXECUTION_DEADLINE_INTERVAL_S",
-                                       get("FF_EXECUTION_DEADLINE_INTERVAL_S"), 0, 86_400),
-            "retention_trimmer": _int("FF_RETENTION_TRIMMER_INTERVAL_S",
-                                      get("FF_RETENTION_TRIMMER_INTERVAL_S"), 0, 86_400),
-        },
+            scanner.name: scanner.interval_s(_int(
+                scanner.setting, get(scanner.setting), 0,
+                86_400_000 if scanner.millis else 86_400))
+            for scanner in SCANNERS},
         retention_ms=_int("FF_TERMINAL_RETENTION_MS", get("FF_TERMINAL_RETENTION_MS"), 1,
                           2**53),
         default_lease_ttl_ms=_int("FF_DEFAULT_LEASE_TTL_MS", get("FF_DEFAULT_LEASE_TTL_MS"), 1,
                                   86_400_000),
         max_claim_wait_ms=_int("FF_MAX_CLAIM_WAIT_MS", get("FF_MAX_CLAIM_WAIT_MS"), 0, 300_000),
+        claim_repoll_s=_int("FF_CLAIM_REPOLL_MS", get("FF_CLAIM_REPOLL_MS"), 0, 3_600_000) / 1000,
         body_timeout_s=_int("FF_BODY_TIMEOUT_MS", get("FF_BODY_TIMEOUT_MS"), 100,
                             3_600_000) / 1000,
         header_timeout_s=_int("FF_HEADER_TIMEOUT_MS", get("FF_HEADER_TIMEOUT_MS"), 100,

@@ -81,7 +81,7 @@ async def serve(config: Config, *, handle_signals: bool = True, plugins: Plugins
 async def _supervise(config: Config, backend: Backend, sock: Any, handle_signals: bool,
                      task_status: Any) -> int:
     service = Service(backend, config)
-    engine = Engine(backend, config.scanner_intervals_s, service.work.notify_all)
+    engine = Engine(backend, config.scanner_intervals_s, service.wake, config.clock.now_ms)
     stopping = trio.Event()
 
     def stop() -> None:
@@ -93,7 +93,7 @@ async def _supervise(config: Config, backend: Backend, sock: Any, handle_signals
         running = Running([], service, engine, stop)
         if handle_signals:
             await root.start(_watch_signals, running, root.cancel_scope)
-        await root.start(backend.serve_work_notifications, service.work.notify)
+        await root.start(backend.serve, service.work.notify)
         scanners = trio.CancelScope()
         root.start_soon(_in_scope, scanners, engine.serve)
         async with trio.open_nursery() as background:

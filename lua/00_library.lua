@@ -1,7 +1,10 @@
 #!lua name=flowfabric
 -- FlowFabric's Valkey/Redis function library, part 1: the record and its indexes.
 --
--- Files are concatenated in name order into one library (flowfabric_lua.library_source).
+-- Files are concatenated in name order into one library (flowfabric_lua.library_source),
+-- after a prelude generated from the Python definitions (flowfabric_valkey.generated):
+-- INT_FIELDS, TERMINAL_PUBLIC, RUNNABLE_PUBLIC, RECLAIMABLE, ERROR_KINDS, DEFAULTS, LIMITS,
+-- SCANNERS and OPERATIONS come from there.
 -- The state machine mirrors appliance/core/transitions.py rule for rule; Python passes the
 -- time, ids and random draws in, so every function is deterministic.
 --
@@ -27,18 +30,6 @@ local SOURCE_DIGEST = '@SOURCE_DIGEST@'
 local NULL  -- cjson.null; cjson is only reachable once a function runs (see register)
 local WORK_CHANNEL = 'ff:work'
 
--- Record fields stored as integers (library load runs without ipairs/cjson: literals only).
-local INT_FIELDS = {
-  partition_id = true, priority = true, created_at = true, claimable = true, has_result = true,
-  total_attempt_count = true, current_attempt_index = true, current_lease_epoch = true,
-  retry_count = true, replay_count = true, lease_reclaim_count = true, started_at = true,
-  completed_at = true, last_transition_at = true, last_mutation_at = true,
-  lease_acquired_at = true, lease_expires_at = true, lease_last_renewed_at = true,
-  lease_renewal_deadline = true, lease_ttl_ms = true, lease_expired_at = true,
-  lease_revoked_at = true, delay_until = true, attempt_deadline_at = true,
-  execution_deadline_at = true, purge_at = true, pending_previous_attempt_index = true,
-  progress_pct = true, progress_updated_at = true
-}
 
 -- -- values and JSON ---------------------------------------------------------------------
 
@@ -67,6 +58,10 @@ local function jenc(v)
   end
   if t == 'table' then
     local parts = {}
+    if #v > 0 then  -- a list (answers hold lists of strings only)
+      for i = 1, #v do parts[i] = jenc(v[i]) end
+      return '[' .. table.concat(parts, ',') .. ']'
+    end
     for k, x in pairs(v) do
       parts[#parts + 1] = cjson.encode(tostring(k)) .. ':' .. jenc(x)
     end
@@ -79,7 +74,9 @@ local function ok(outcome)
   return jenc({ok = outcome})
 end
 
+-- A rule's refusal: a kind core.errors knows (its message is built there from the details).
 local function fail_with(kind, details)
+  if not ERROR_KINDS[kind] then error('flowfabric: unknown error kind ' .. kind) end
   return {err = kind, d = details or {}}
 end
 
@@ -176,8 +173,6 @@ end
 -- Each index holds a member exactly when its record field is set, so a scanner never looks
 -- at the wrong state: sync() is called after every write with the memberships from before.
 
-local SCAN_INDEXES = {'lease', 'delayed', 'adl', 'edl', 'purge'}
-
 local function claim_member(ex)
   return string.format('%04d%016d', 9000 - ex.priority, ex.created_at) .. ex.execution_id
 end
@@ -204,14 +199,14 @@ local function claim_remove(p, ex, member)
   end
 end
 
+-- Where the execution belongs: its claim index, and each scanner's index (SCANNERS, from
+-- core.scanners) while its clock is set and its condition holds.
 local function memberships(ex)
   local m = {}
   if ex.claimable == 1 then m.claim = claim_member(ex) end
-  if ex.ownership_state == 'leased' then m.lease = ex.lease_expires_at end
-  m.delayed = ex.delay_until
-  m.adl = ex.attempt_deadline_at
-  m.edl = ex.execution_deadline_at
-  m.purge = ex.purge_at
+  for _, s in ipairs(SCANNERS) do
+    if s.only_field == '' or ex[s.only_field] == s.only_value then m[s.index] = ex[s.clock] end
+  end
   return m
 end
 
@@ -246,10 +241,11 @@ local function sync(ex, before, force)
     if force and not now.claim then claim_remove(p, ex, claim_member(ex)) end
     if now.claim then
       claim_add(p, ex, now.claim)
-      if not before.claim then woken[ex.partition_id .. ':' .. lane] = true end
+      if not before.claim then woken[ex.partition_id .. ':' .. lane] = lane end
     end
   end
-  for _, name in ipairs(SCAN_INDEXES) do
+  for _, s in ipairs(SCANNERS) do
+    local name = s.index
     if force or before[name] ~= now[name] then
       local keys = {p .. name}
       if name == 'delayed' then keys[2] = p .. 'delayed:' .. lane end
@@ -269,13 +265,20 @@ local function unindex(ex)
   local p = pkey(tag_of(ex.execution_id))
   local eid = ex.execution_id
   claim_remove(p, ex, claim_member(ex))
-  for _, name in ipairs(SCAN_INDEXES) do redis.call('ZREM', p .. name, eid) end
+  for _, s in ipairs(SCANNERS) do redis.call('ZREM', p .. s.index, eid) end
   redis.call('ZREM', p .. 'delayed:' .. ex.lane_id, eid)
   redis.call('ZREM', p .. 'all', eid)
   refresh_lane(p, ex.lane_id)
 end
 
+-- Publish the lanes this call made claimable (for other appliances) and return them (for
+-- the caller's own wake-up).
 local function publish_woken()
-  for where, _ in pairs(woken) do redis.call('PUBLISH', WORK_CHANNEL, where) end
+  local lanes = {}
+  for where, lane in pairs(woken) do
+    redis.call('PUBLISH', WORK_CHANNEL, where)
+    lanes[#lanes + 1] = lane
+  end
   woken = {}
+  return lanes
 end

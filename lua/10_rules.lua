@@ -3,7 +3,10 @@
 -- `c` carries now, retention_ms and the random draw `u` for jitter.
 
 local OPERATOR = 'operator_override'
-local U32_MAX = 4294967295
+local U32_MAX = LIMITS.u32_max
+-- The rule of each operation, by the name core.operations registers it under; 90_register
+-- registers a function for each name in OPERATIONS.
+local RULES = {}
 
 -- A stored number read as policy.load_policy reads it: clamped into lo..hi, and the
 -- default when it is not a finite number (policies stored by older versions).
@@ -12,7 +15,7 @@ local function bounded(v, default, lo, hi)
   return math.max(lo, math.min(hi, v))
 end
 
-local DURATION_MAX_MS = 3155760000000
+local DURATION_MAX_MS = LIMITS.duration_max_ms
 
 -- An integer policy field, as the Python decoder reads it (floored, clamped, defaulted).
 local function policy_int(tbl, name, default, lo, hi)
@@ -20,13 +23,7 @@ local function policy_int(tbl, name, default, lo, hi)
   if v == nil then return default end
   return math.floor(v)
 end
-local PRIORITY_MIN, PRIORITY_MAX = 0, 9000
-
-local TERMINAL_PUBLIC = {success = 'completed', failed = 'failed', cancelled = 'cancelled',
-                         expired = 'expired', skipped = 'skipped'}
-local RUNNABLE_PUBLIC = {eligible_now = 'waiting', not_eligible_until_time = 'delayed',
-                         blocked_by_dependencies = 'waiting_children',
-                         blocked_by_budget = 'rate_limited', blocked_by_quota = 'rate_limited'}
+local PRIORITY_MIN, PRIORITY_MAX = LIMITS.priority_min, LIMITS.priority_max
 
 local function derive_public_state(phase, eligibility, outcome)
   if phase == 'terminal' then return TERMINAL_PUBLIC[outcome] or 'failed' end
@@ -38,8 +35,7 @@ end
 
 local function is_claimable(phase, ownership, eligibility)
   if phase == 'runnable' then return eligibility == 'eligible_now' end
-  return phase == 'active' and (ownership == 'lease_expired_reclaimable'
-                                or ownership == 'lease_revoked')
+  return phase == 'active' and RECLAIMABLE[ownership] == true
 end
 
 local function set_state(ex, c, phase, ownership, eligibility, blocking, outcome, attempt_state,
@@ -100,18 +96,20 @@ end
 
 local function not_active(ex)
   return fail_with('execution_not_active', {
-    lifecycle_phase = ex.lifecycle_phase, terminal_outcome = ex.terminal_outcome,
+    execution_id = ex.execution_id, lifecycle_phase = ex.lifecycle_phase, terminal_outcome = ex.terminal_outcome,
     lease_epoch = ex.current_lease_epoch, attempt_id = ex.current_attempt_id or NULL})
 end
 
 -- -- policy ------------------------------------------------------------------------------------
 
 local function max_reclaim_count(ex)
-  return policy_int(policy_of(ex), 'max_reclaim_count', 100, 0, U32_MAX)
+  return policy_int(policy_of(ex), 'max_reclaim_count', DEFAULTS.max_reclaim_count, 0, U32_MAX)
 end
 
 local function retry_allows(retry, retry_count, category)
-  if retry_count >= policy_int(retry, 'max_retries', 3, 0, U32_MAX) then return false end
+  if retry_count >= policy_int(retry, 'max_retries', DEFAULTS.max_retries, 0, U32_MAX) then
+    return false
+  end
   local cats = field(retry, 'retryable_categories') or {}
   if #cats == 0 then return true end
   if category == nil then return false end
@@ -127,11 +125,13 @@ end
 local function delay_for(backoff, retry_count, u)
   local delay
   if field(backoff, 'type') == 'fixed' then
-    delay = policy_int(backoff, 'delay_ms', 1000, 0, DURATION_MAX_MS)
+    delay = policy_int(backoff, 'delay_ms', DEFAULTS.delay_ms, 0, DURATION_MAX_MS)
   else
-    local initial = policy_int(backoff, 'initial_delay_ms', 1000, 0, DURATION_MAX_MS)
-    local multiplier = bounded(field(backoff, 'multiplier'), 2.0, 1.0, 1000.0)
-    local cap = policy_int(backoff, 'max_delay_ms', 60000, 0, DURATION_MAX_MS)
+    local initial = policy_int(backoff, 'initial_delay_ms', DEFAULTS.initial_delay_ms, 0,
+                               DURATION_MAX_MS)
+    local multiplier = bounded(field(backoff, 'multiplier'), DEFAULTS.multiplier,
+                               LIMITS.multiplier_min, LIMITS.multiplier_max)
+    local cap = policy_int(backoff, 'max_delay_ms', DEFAULTS.max_delay_ms, 0, DURATION_MAX_MS)
     delay = math.min(initial * multiplier ^ retry_count, cap)
   end
   delay = math.floor(delay)
@@ -150,7 +150,8 @@ end
 
 local function rule_change_priority(ex, c, a)
   if ex.lifecycle_phase ~= 'runnable' or ex.eligibility_state ~= 'eligible_now' then
-    return nil, fail_with('execution_not_eligible', {public_state = ex.public_state})
+    return nil, fail_with('execution_not_eligible', {execution_id = ex.execution_id,
+                                                     public_state = ex.public_state})
   end
   ex.priority = clamp_priority(a.priority)
   ex.last_mutation_at = c.now
@@ -159,11 +160,14 @@ end
 
 local function rule_replay(ex, c)
   if ex.lifecycle_phase ~= 'terminal' then
-    return nil, fail_with('execution_not_terminal', {public_state = ex.public_state})
+    return nil, fail_with('execution_not_terminal', {execution_id = ex.execution_id,
+                                                     public_state = ex.public_state})
   end
-  local limit = policy_int(policy_of(ex), 'max_replay_count', 10, 0, U32_MAX)
+  local limit = policy_int(policy_of(ex), 'max_replay_count', DEFAULTS.max_replay_count, 0,
+                          U32_MAX)
   if ex.replay_count >= limit then
-    return nil, fail_with('max_replays_exhausted', {replay_count = ex.replay_count,
+    return nil, fail_with('max_replays_exhausted', {execution_id = ex.execution_id,
+                                                    replay_count = ex.replay_count,
                                                     limit = limit})
   end
   ex.replay_count = ex.replay_count + 1
@@ -278,6 +282,13 @@ local function rule_expire_execution(ex, c)
   return summary(ex, 'Expired')
 end
 
+-- Retention: delete a terminal execution whose time is up (the caller deletes on c.delete).
+local function rule_purge(ex, c)
+  if ex.purge_at == nil or ex.purge_at > c.now then return nil end
+  c.delete = true
+  return {Purged = {execution_id = ex.execution_id}}
+end
+
 -- A scanner keeps failing on this execution: end it as failed with the reason (nil once
 -- terminal: nothing to do).
 local function rule_quarantine(ex, c, a)
@@ -301,17 +312,21 @@ local function check_lease(ex, fence, c)
                and fence.lease_epoch == ex.current_lease_epoch
                and fence.attempt_id == ex.current_attempt_id
   if ex.ownership_state == 'lease_revoked' and mine then
-    return fail_with('lease_revoked', {reason = ex.lease_revoke_reason or NULL})
+    return fail_with('lease_revoked', {execution_id = ex.execution_id,
+                                       reason = ex.lease_revoke_reason or NULL})
   end
   if ex.ownership_state == 'lease_expired_reclaimable' and mine then
-    return fail_with('lease_expired', {lease_expires_at = ex.lease_expires_at or NULL})
+    return fail_with('lease_expired', {execution_id = ex.execution_id,
+                                       lease_expires_at = ex.lease_expires_at or NULL})
   end
   if not mine then
-    return fail_with('stale_lease', {lease_epoch = ex.current_lease_epoch})
+    return fail_with('stale_lease', {execution_id = ex.execution_id, held = fence.lease_epoch,
+                                     lease_epoch = ex.current_lease_epoch})
   end
   if ex.lease_expires_at ~= nil and ex.lease_expires_at <= c.now then
     rule_mark_lease_expired(ex, c)
-    local e = fail_with('lease_expired', {lease_expires_at = ex.lease_expires_at or NULL})
+    local e = fail_with('lease_expired', {execution_id = ex.execution_id,
+                                          lease_expires_at = ex.lease_expires_at or NULL})
     e.commit = true
     return e
   end
@@ -500,3 +515,19 @@ local function rule_claim(ex, c, a)
   end
   return {Claimed = {execution_id = ex.execution_id}}, attempt_type
 end
+
+RULES.change_priority = rule_change_priority
+RULES.replay = rule_replay
+RULES.cancel = rule_cancel
+RULES.revoke_lease = rule_revoke_lease
+RULES.renew = rule_renew
+RULES.progress = rule_progress
+RULES.complete = rule_complete
+RULES.fail = rule_fail
+RULES.delay = rule_delay
+RULES.mark_lease_expired = rule_mark_lease_expired
+RULES.promote_delayed = rule_promote_delayed
+RULES.expire_attempt = rule_expire_attempt
+RULES.expire_execution = rule_expire_execution
+RULES.purge = rule_purge
+RULES.quarantine = rule_quarantine

@@ -1,8 +1,10 @@
--- Part 3: the registered functions, one per state-changing operation.
+-- Part 3: the functions the appliance calls.
 -- Calling convention: KEYS[1] is the execution's record key (ff:x:<eid>) or, for
 -- partition-wide calls, ff:p:{fp:N}:all; ARGV[1] is a JSON object of arguments (absent = None);
--- ARGV[2] carries bytes (input payload, result). Answers are JSON {"ok": outcome} or
--- {"err": kind, "d": details} unless said otherwise.
+-- ARGV[2] carries bytes (the input payload; for an operation, the args field named by
+-- a._bytes). Operations answer JSON {"ok": outcome or null, "w": [lanes]} or
+-- {"err": kind, "d": details, "w": [lanes]}, where w names the lanes the call made claimable,
+-- or {"missing": true} when the execution does not exist.
 
 local function eid_of(key) return string.sub(key, 6) end
 
@@ -12,14 +14,26 @@ end
 
 -- Load, apply one rule, write back what changed; an error answer writes nothing unless the
 -- rule asked for its change to be committed first (a lease found expired is marked so).
--- A rule sets c.result to bytes to store as the result, or false to clear it.
+-- A rule sets c.result to bytes to store as the result, or false to clear it, and c.delete
+-- to remove the execution. A rule with nothing to do answers nil; the indexes are then
+-- checked against the record (a scanner may have found a stale entry).
 local function mutate(eid, rule, a)
   local ex = load(eid)
-  if not ex then return jenc(fail_with('not_found')) end
+  if not ex then return {missing = true} end
   local before, indexed = copy(ex), memberships(ex)
   local c = ctx(a)
   local outcome, e = rule(ex, c, a)
-  if e and not e.commit then return jenc(e) end
+  if e and not e.commit then return e end
+  if outcome == nil and e == nil then
+    sync(ex, indexed, true)
+    return {ok = NULL}
+  end
+  if c.delete then
+    unindex(ex)
+    redis.call('DEL', core_key(eid), core_key(eid) .. ':in', core_key(eid) .. ':out',
+               core_key(eid) .. ':att')
+    return {ok = outcome}
+  end
   save(ex, before)
   sync(ex, indexed)
   if c.result ~= nil then
@@ -29,8 +43,8 @@ local function mutate(eid, rule, a)
       redis.call('DEL', core_key(eid) .. ':out')
     end
   end
-  if e then return jenc(e) end
-  return ok(outcome)
+  if e then return e end
+  return {ok = outcome}
 end
 
 local function create(keys, argv)
@@ -44,20 +58,20 @@ local function create(keys, argv)
     local held = redis.call('GET', ikey)
     if held then
       local expires, first = string.match(held, '^(%d+):(.*)$')
-      if tonumber(expires) > a.now then return ok({Duplicate = {execution_id = first}}) end
+      if tonumber(expires) > a.now then return {ok = {Duplicate = {execution_id = first}}} end
     end
     redis.call('SET', ikey, to_text(a.now + a.idempotency_ttl_ms) .. ':' .. eid, 'PX',
                to_text(a.idempotency_ttl_ms + a.idempotency_grace_ms))
   end
   if redis.call('EXISTS', core_key(eid)) == 1 then
-    return ok({Duplicate = {execution_id = eid}})
+    return {ok = {Duplicate = {execution_id = eid}}}
   end
   local ex = copy(row)
   save(ex, {})
   redis.call('SET', core_key(eid) .. ':in', argv[2] or '')
   redis.call('ZADD', pkey(tag) .. 'all', 0, eid)
   sync(ex, {})
-  return ok({Created = {execution_id = eid, public_state = ex.public_state}})
+  return {ok = {Created = {execution_id = eid, public_state = ex.public_state}}}
 end
 
 local function promote_due(p, lane, a, c)
@@ -133,62 +147,13 @@ local function claim(keys, argv)
   return got
 end
 
-local function by_rule(rule)
+-- One operation of core.operations: the rule RULES[name] on the execution KEYS[1] names.
+local function operation(rule)
   return function(keys, argv)
-    return mutate(eid_of(keys[1]), rule, cjson.decode(argv[1]))
+    local a = cjson.decode(argv[1])
+    if a._bytes then a[a._bytes] = argv[2] or '' end
+    return mutate(eid_of(keys[1]), rule, a)
   end
-end
-
-local function complete(keys, argv)
-  local a = cjson.decode(argv[1])
-  a.result = argv[2] or ''
-  return mutate(eid_of(keys[1]), rule_complete, a)
-end
-
-local SCAN_RULES = {lease_expiry = rule_mark_lease_expired, delayed_promoter = rule_promote_delayed,
-                    attempt_timeout = rule_expire_attempt,
-                    execution_deadline = rule_expire_execution}
-local SCAN_INDEX = {lease_expiry = 'lease', delayed_promoter = 'delayed',
-                    attempt_timeout = 'adl', execution_deadline = 'edl'}
-
--- Re-check and apply one scanner rule: {"ok": {"applied": bool, "woke": lane or ""}}.
-local function scan(keys, argv)
-  local a = cjson.decode(argv[1])
-  local eid = eid_of(keys[1])
-  local ex = load(eid)
-  if not ex then
-    redis.call('ZREM', pkey(tag_of(eid)) .. SCAN_INDEX[a.scanner], eid)
-    return ok({applied = false})
-  end
-  local before, indexed = copy(ex), memberships(ex)
-  local outcome = SCAN_RULES[a.scanner](ex, ctx(a))
-  if outcome == nil then
-    sync(ex, indexed, true)
-    return ok({applied = false})
-  end
-  save(ex, before)
-  sync(ex, indexed)
-  local woke = ''
-  if ex.claimable == 1 and before.claimable ~= 1 then woke = ex.lane_id end
-  return ok({applied = true, woke = woke})
-end
-
--- Delete a terminal execution past retention: every key and every index membership.
-local function purge(keys, argv)
-  local a = cjson.decode(argv[1])
-  local eid = eid_of(keys[1])
-  local ex = load(eid)
-  if not ex then
-    redis.call('ZREM', pkey(tag_of(eid)) .. 'purge', eid)
-    return 0
-  end
-  if ex.purge_at == nil or ex.purge_at > a.now then
-    sync(ex, memberships(ex), true)
-    return 0
-  end
-  unindex(ex)
-  redis.call('DEL', keys[1], keys[1] .. ':in', keys[1] .. ':out', keys[1] .. ':att')
-  return 1
 end
 
 -- The record and its result in one consistent read: {flat record, result or nil} or nil.
@@ -198,7 +163,18 @@ local function read(keys)
   return {flat, redis.call('GET', keys[1] .. ':out')}
 end
 
+-- A function answering a table: JSON, with the lanes it made claimable (published too).
 local function register(name, fn)
+  redis.register_function(name, function(keys, argv)
+    NULL = cjson.null
+    woken = {}
+    local answer = fn(keys, argv)
+    answer.w = publish_woken()
+    return jenc(answer)
+  end)
+end
+
+local function register_raw(name, fn)
   redis.register_function(name, function(keys, argv)
     NULL = cjson.null
     woken = {}
@@ -211,23 +187,3 @@ end
 local function register_read(name, fn)
   redis.register_function{function_name = name, callback = fn, flags = {'no-writes'}}
 end
-
-register_read('ff_version', function() return LIBRARY_VERSION .. '.' .. SOURCE_DIGEST end)
-register_read('ff_read', read)
-register('ff_create', create)
-register('ff_claim', claim)
-register('ff_renew', by_rule(rule_renew))
-register('ff_progress', by_rule(rule_progress))
-register('ff_complete', complete)
-register('ff_fail', by_rule(rule_fail))
-register('ff_delay', by_rule(rule_delay))
-register('ff_cancel', by_rule(rule_cancel))
-register('ff_change_priority', by_rule(rule_change_priority))
-register('ff_replay', by_rule(rule_replay))
-register('ff_revoke_lease', by_rule(rule_revoke_lease))
-register('ff_scan', scan)
-register('ff_purge', purge)
-register('ff_quarantine', by_rule(function(ex, c, a)
-  local outcome = rule_quarantine(ex, c, a)
-  return outcome or {Unchanged = {execution_id = ex.execution_id}}
-end))

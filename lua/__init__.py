@@ -3,9 +3,9 @@
 from importlib import resources
 
 
-def library_source() -> str:
-    """The library files concatenated in name order, ready for FUNCTION LOAD."""
+def library_files() -> list[tuple[str, str]]:
+    """``(name, text)`` of every library file, in name order (the Valkey backend adds its
+    generated prelude when it assembles them)."""
     folder = resources.files(__name__)
-    parts = sorted((e.name, e.read_text(encoding="utf-8")) for e in folder.iterdir()
-                   if e.name.endswith(".lua"))
-    return "\n".join(text for _, text in parts)
+    return sorted((e.name, e.read_text(encoding="utf-8")) for e in folder.iterdir()
+                  if e.name.endswith(".lua"))

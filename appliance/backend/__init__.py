@@ -1,9 +1,10 @@
 """The backend plugin API: one import for plugin authors."""
 
+from appliance.core.operations import OPERATIONS, Applied, Mutation
 from appliance.core.settings import Setting
 
 from .hookspecs import hookimpl, hookspec
-from .protocol import OPERATIONS, SCANNERS, Backend, BackendBase, BackendEnv, Outcome, ScanResult
+from .protocol import BASIC, Backend, BackendBase, BackendEnv
 
-__all__ = ["Backend", "BackendBase", "BackendEnv", "OPERATIONS", "Outcome", "SCANNERS",
-           "ScanResult", "Setting", "hookimpl", "hookspec"]
+__all__ = ["BASIC", "OPERATIONS", "Applied", "Backend", "BackendBase", "BackendEnv", "Mutation",
+           "Setting", "hookimpl", "hookspec"]

@@ -1,33 +1,33 @@
 """The Backend protocol every storage plugin implements.
 
-Methods are async and called from Trio. Each operation is atomic (one
-transaction, one FCALL). An operation a backend cannot do raises
-``Unavailable(op)``; ``BackendBase`` supplies that default for every method,
-and ``capabilities()`` lists what a subclass overrides. Outcomes are the JSON
-objects of the HTTP API (e.g. ``{"Completed": {...}}``), so every backend
-answers alike. See spec/plugins.md for the guide.
+Methods are async and called from Trio. State changes are ``Mutation``s of the
+operations registered in ``appliance.core`` (``appliance.core.operations``):
+``apply`` takes a sequence of them, so a store can run a group in one round trip,
+each item atomic on its own. Besides ``apply`` there are the few operations that
+are not rule-shaped: ``create`` (inserts), ``claim`` (selects, then applies the
+claim rule), reads and scanner lookups. ``BackendBase`` answers ``Unavailable``
+for everything; ``capabilities()`` lists what a subclass supports. See
+spec/plugins.md for the guide.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
 from appliance.core.clock import Clock, SystemClock
-from appliance.core.contracts import CancelArgs, ClaimArgs, CreateArgs, ListPage
+from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import Unavailable
-from appliance.core.handle import Handle
+from appliance.core.operations import OPERATIONS, Applied, Mutation, Operation
 from appliance.core.partitions import PartitionConfig
 from appliance.core.record import Execution
+from appliance.core.scanners import Scanner
 
-Outcome = dict[str, Any]
-
-#: Scanner names a backend serves through ``run_scanner``.
-SCANNERS = ("lease_expiry", "delayed_promoter", "attempt_timeout", "execution_deadline",
-            "retention_trimmer")
+#: The operations that are not rule-shaped, as ``capabilities()`` names them.
+BASIC = ("create", "claim", "get_execution", "get_result", "list_executions", "due")
 
 
 @dataclass(slots=True)
@@ -37,13 +37,6 @@ class BackendEnv:
     partitions: PartitionConfig = field(default_factory=PartitionConfig)
     clock: Clock = field(default_factory=SystemClock)
     retention_ms: int = 24 * 3600 * 1000
-
-
-@dataclass(slots=True)
-class ScanResult:
-    processed: int = 0
-    failed: dict[str, Exception] = field(default_factory=dict)
-    lanes_woken: set[str] = field(default_factory=set)
 
 
 class BackendBase:
@@ -64,7 +57,18 @@ class BackendBase:
         """Migrate / load scripts / check partition counts. Refuse with ``StartupError``."""
         raise Unavailable("prepare", self.name)
 
+    async def serve(self, notify: Callable[[str], None], *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The backend's own task, for as long as the appliance runs: its background work
+        (a writer, a probe) and ``notify(lane)`` when another appliance made work of
+        ``lane`` claimable. Report ``task_status.started()`` once operations may run.
+
+        The default has nothing to do and returns at once.
+        """
+        task_status.started()
+
     async def ping(self) -> None:
+        """Return (or raise ``StoreUnavailable``) within 100 ms, whatever the store does."""
         raise Unavailable("ping", self.name)
 
     async def shutdown_prepare(self, grace_s: float) -> None:
@@ -73,23 +77,35 @@ class BackendBase:
     async def close(self) -> None:
         """Release connections and threads. Called once, last."""
 
-    async def serve_work_notifications(self, notify: Callable[[str], None], *,
-                                       task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Call ``notify(lane)`` when another appliance made work claimable.
-
-        A single-process store has nothing to listen to and returns at once.
-        """
-        task_status.started()
+    def supports(self, op: Operation[Any]) -> bool:
+        """Whether ``apply`` can run ``op`` (a store whose rules live elsewhere, like the
+        Lua library, answers for its own)."""
+        return type(self).apply is not BackendBase.apply
 
     def capabilities(self) -> frozenset[str]:
-        """The operations this backend implements (those it overrides)."""
-        return frozenset(op for op in OPERATIONS
-                         if getattr(type(self), op) is not getattr(BackendBase, op))
+        """The registered operations this backend applies, and the basic ones it has."""
+        ops = {name for name, op in OPERATIONS.items() if self.supports(op)}
+        basic = {name for name in BASIC
+                 if getattr(type(self), name) is not getattr(BackendBase, name)}
+        return frozenset(ops | basic)
 
-    # -- ingress and operator -------------------------------------------------
-    async def create_execution(self, args: CreateArgs) -> Outcome:
-        raise Unavailable("create_execution", self.name)
+    # -- state changes --------------------------------------------------------
+    async def apply(self, mutations: Sequence[Mutation]) -> list[Applied]:
+        """Apply each mutation atomically (each on its own; a group may share one round
+        trip), in order; one ``Applied`` per mutation."""
+        raise Unavailable("apply", self.name)
 
+    async def create(self, batch: Sequence[CreateArgs]) -> list[Applied]:
+        """Insert executions (``Created``, or ``Duplicate`` for a known id or idempotency
+        key); ``woken`` names the lane of each one claimable at once."""
+        raise Unavailable("create", self.name)
+
+    async def claim(self, args: ClaimArgs) -> tuple[dict[str, Any], bytes] | None:
+        """Lease the best claimable execution of the lane for this worker: the task
+        (``transitions.claim_answer``) and its input payload, or None."""
+        raise Unavailable("claim", self.name)
+
+    # -- reads ----------------------------------------------------------------
     async def get_execution(self, execution_id: str) -> Execution | None:
         raise Unavailable("get_execution", self.name)
 
@@ -99,54 +115,16 @@ class BackendBase:
     async def list_executions(self, partition: int, cursor: str | None, limit: int) -> ListPage:
         raise Unavailable("list_executions", self.name)
 
-    async def cancel_execution(self, args: CancelArgs) -> Outcome:
-        raise Unavailable("cancel_execution", self.name)
+    # -- scanners -------------------------------------------------------------
+    async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:
+        """Up to ``limit`` ids whose ``scanner.clock`` is at or before ``now``, earliest
+        first (the engine applies ``scanner.op`` to each)."""
+        raise Unavailable("due", self.name)
 
-    async def change_priority(self, execution_id: str, priority: int) -> Outcome:
-        raise Unavailable("change_priority", self.name)
+    async def sweep(self, now: int, limit: int) -> int:
+        """Housekeeping beside retention (e.g. expired idempotency keys); how many went."""
+        return 0
 
-    async def replay_execution(self, execution_id: str) -> Outcome:
-        raise Unavailable("replay_execution", self.name)
-
-    async def revoke_lease(self, execution_id: str, reason: str) -> Outcome:
-        raise Unavailable("revoke_lease", self.name)
-
-    # -- worker side ------------------------------------------------------------
-    async def claim(self, args: ClaimArgs) -> tuple[Outcome, bytes] | None:
-        """Lease the best claimable execution of the lane for this worker, or None."""
-        raise Unavailable("claim", self.name)
-
-    async def renew(self, handle: Handle, lease_ttl_ms: int | None) -> Outcome:
-        raise Unavailable("renew", self.name)
-
-    async def progress(self, handle: Handle, pct: int | None, message: str | None) -> Outcome:
-        raise Unavailable("progress", self.name)
-
-    async def complete(self, handle: Handle, result: bytes | None,
-                       encoding: str | None) -> Outcome:
-        raise Unavailable("complete", self.name)
-
-    async def fail(self, handle: Handle, reason: str, category: str | None) -> Outcome:
-        raise Unavailable("fail", self.name)
-
-    async def delay(self, handle: Handle, delay_until: int) -> Outcome:
-        raise Unavailable("delay", self.name)
-
-    # -- scanners ---------------------------------------------------------------
-    async def run_scanner(self, scanner: str, limit: int, skip: frozenset[str]) -> ScanResult:
-        """One bounded batch of ``scanner`` (see ``SCANNERS``); ids in ``skip`` are passed over."""
-        raise Unavailable("run_scanner", self.name)
-
-    async def quarantine(self, execution_id: str, reason: str) -> bool:
-        """End an execution a scanner keeps failing on (``transitions.quarantine``);
-        True if it changed."""
-        raise Unavailable("quarantine", self.name)
-
-
-OPERATIONS = ("prepare", "ping", "create_execution", "get_execution", "get_result",
-              "list_executions", "cancel_execution", "change_priority", "replay_execution",
-              "revoke_lease", "claim", "renew", "progress", "complete", "fail", "delay",
-              "run_scanner", "quarantine")
 
 #: Type alias used in signatures: anything shaped like BackendBase.
 Backend = BackendBase

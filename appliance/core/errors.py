@@ -1,4 +1,4 @@
-"""Typed errors shared by every layer.
+"""Typed errors shared by every layer: one class per ``kind``.
 
 Every error a client can cause or see is a ``FlowFabricError`` carrying a
 stable ``kind`` string, the HTTP ``status`` it maps to and whether the same
@@ -6,13 +6,14 @@ request may succeed if ``retryable``::
 
     FlowFabricError
     ├── InvalidInput          400  the request is wrong; the message says how
-    │   └── InvalidHandle     400  a lease handle that does not decode
+    │   ├── InvalidJson, InvalidPolicyJson, InvalidCapabilities, InvalidTagKey,
+    │   │   InvalidHandle, FenceRequired, PartialFenceTriple
     ├── Unauthorized          401
-    ├── NotFound              404
+    ├── NotFound              404  ExecutionNotFound, ResultNotFound
     ├── Conflict              409  the request is valid but the state forbids it
+    │   ├── StaleLease, LeaseExpired, LeaseRevoked
     │   ├── ExecutionNotActive     (carries the terminal outcome details)
-    │   ├── StaleLease / LeaseExpired / LeaseRevoked
-    │   └── Duplicate-free kinds: execution_not_eligible, execution_not_terminal, …
+    │   └── ExecutionNotEligible, ExecutionNotTerminal, MaxReplaysExhausted
     ├── PayloadTooLarge       413
     ├── UnsupportedMediaType  415
     ├── ResourceExhausted     429  retryable
@@ -20,44 +21,93 @@ request may succeed if ``retryable``::
     └── StoreUnavailable      503  retryable: the store went away (not "we closed it")
         └── ShuttingDown      503  retryable: this appliance is draining
 
-``StartupError`` is separate: it stops the appliance before it serves.
+A rule refusal that a store computes elsewhere (the Lua library) travels as
+``(kind, details)`` and becomes the same error, with the same message, through
+``error_from``: each class with a ``template`` builds its message from its
+details, in one place for every backend. ``StartupError`` is separate: it
+stops the appliance before it serves.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class FlowFabricError(Exception):
     """Base of every typed error; ``kind`` is stable, the message is for humans."""
 
-    status: int = 500
-    kind: str = "internal"
-    retryable: bool = False
+    status: ClassVar[int] = 500
+    kind: ClassVar[str] = "internal"
+    retryable: ClassVar[bool] = False
+    #: ``str.format`` template of the message from the details (rule errors only).
+    template: ClassVar[str] = ""
+    #: Details that are part of the JSON answer, beside error/kind/retryable.
+    exposed: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, message: str, *, kind: str | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        if kind is not None:
-            self.kind = kind
         self.details = details or {}
+
+    @classmethod
+    def of(cls, **details: Any) -> FlowFabricError:
+        """The error of this kind, its message built from ``details`` by ``template``."""
+        return cls(cls.template.format_map(_Shown(details)), details=details)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "kind": self.kind,
                                 "retryable": self.retryable}
-        body.update(self.details)
+        body.update({k: self.details.get(k) for k in self.exposed})
         return body
 
+
+class _Shown(dict):  # type: ignore[type-arg]
+    """Details as a template sees them: a missing or None value reads as ``None``."""
+
+    def __missing__(self, key: str) -> str:
+        return "None"
+
+
+# -- 400 ------------------------------------------------------------------------------------
 
 class InvalidInput(FlowFabricError):
     status = 400
     kind = "invalid_input"
 
 
+class InvalidJson(InvalidInput):
+    kind = "invalid_json"
+
+
+class InvalidPolicyJson(InvalidInput):
+    kind = "invalid_policy_json"
+
+
+class InvalidCapabilities(InvalidInput):
+    kind = "invalid_capabilities"
+
+
+class InvalidTagKey(InvalidInput):
+    kind = "invalid_tag_key"
+
+
 class InvalidHandle(InvalidInput):
     kind = "invalid_handle"
+    template = ("handle names execution {execution_id}, which does not exist (or was purged "
+                "after retention)")
 
+
+class FenceRequired(InvalidInput):
+    kind = "fence_required"
+    template = ("fence_required: cancelling an active execution with source {source!r} needs "
+                "the lease handle (or use source 'operator_override')")
+
+
+class PartialFenceTriple(InvalidInput):
+    kind = "partial_fence_triple"
+
+
+# -- 401, 404 -------------------------------------------------------------------------------
 
 class Unauthorized(FlowFabricError):
     status = 401
@@ -71,11 +121,14 @@ class NotFound(FlowFabricError):
 
 class ExecutionNotFound(NotFound):
     kind = "execution_not_found"
+    template = "execution not found: {execution_id}"
 
-    def __init__(self, execution_id: str) -> None:
-        super().__init__(f"execution not found: {execution_id}")
-        self.execution_id = execution_id
 
+class ResultNotFound(NotFound):
+    kind = "result_not_found"
+
+
+# -- 409 ------------------------------------------------------------------------------------
 
 class Conflict(FlowFabricError):
     status = 409
@@ -84,33 +137,55 @@ class Conflict(FlowFabricError):
 
 class StaleLease(Conflict):
     kind = "stale_lease"
+    template = ("stale lease for {execution_id}: the handle holds epoch {held}, the current "
+                "lease is epoch {lease_epoch}")
 
 
 class LeaseExpired(Conflict):
     kind = "lease_expired"
+    template = ("the lease on {execution_id} expired at {lease_expires_at}; renew before "
+                "lease_expires_at")
 
 
 class LeaseRevoked(Conflict):
     kind = "lease_revoked"
+    template = "the lease on {execution_id} was revoked ({reason}); stop working on it"
 
 
 class ExecutionNotActive(Conflict):
     """The execution moved on; details say where, so a worker can reconcile."""
 
     kind = "execution_not_active"
+    template = ("execution {execution_id} is not active (lifecycle_phase={lifecycle_phase}, "
+                "terminal_outcome={terminal_outcome}); the lease this request names is no "
+                "longer held")
+    exposed = ("lifecycle_phase", "terminal_outcome", "lease_epoch", "attempt_id")
 
-    def __init__(self, execution_id: str, *, lifecycle_phase: str, terminal_outcome: str,
-                 lease_epoch: int, attempt_id: str | None) -> None:
-        super().__init__(
-            f"execution {execution_id} is not active (lifecycle_phase={lifecycle_phase}, "
-            f"terminal_outcome={terminal_outcome}); the lease this request names is no longer held",
-            details={"lifecycle_phase": lifecycle_phase, "terminal_outcome": terminal_outcome,
-                     "lease_epoch": lease_epoch, "attempt_id": attempt_id})
 
+class ExecutionNotEligible(Conflict):
+    kind = "execution_not_eligible"
+    template = ("execution {execution_id} is {public_state}; only waiting executions can be "
+                "re-prioritised")
+
+
+class ExecutionNotTerminal(Conflict):
+    kind = "execution_not_terminal"
+    template = ("execution {execution_id} is {public_state}; only terminal executions can be "
+                "replayed")
+
+
+class MaxReplaysExhausted(Conflict):
+    kind = "max_replays_exhausted"
+    template = ("execution {execution_id} was already replayed {replay_count} times (policy "
+                "max_replay_count={limit})")
+
+
+# -- 413 … 503 ------------------------------------------------------------------------------
 
 class PayloadTooLarge(FlowFabricError):
     status = 413
     kind = "payload_too_large"
+    exposed = ("limit_bytes", "route")
 
 
 class UnsupportedMediaType(FlowFabricError):
@@ -149,3 +224,23 @@ class ShuttingDown(StoreUnavailable):
 
 class StartupError(Exception):
     """Refuses to start; the message names what to change."""
+
+
+def _kinds(cls: type[FlowFabricError]) -> dict[str, type[FlowFabricError]]:
+    found = {cls.kind: cls}
+    for sub in cls.__subclasses__():
+        found.update(_kinds(sub))
+    return found
+
+
+#: Every kind an answer can carry, to its class (besides the HTTP layer's own kinds).
+KINDS: dict[str, type[FlowFabricError]] = _kinds(FlowFabricError)
+
+
+def error_from(kind: str, details: dict[str, Any]) -> FlowFabricError:
+    """The typed error a store reported as ``(kind, details)``, worded as the Python rules
+    word it."""
+    cls = KINDS.get(kind)
+    if cls is None or not cls.template:
+        return FlowFabricError(f"the store answered an unknown error {kind!r}")
+    return cls.of(**details)

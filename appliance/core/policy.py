@@ -1,31 +1,104 @@
-"""ExecutionPolicy: validated at create, frozen, stored as normalised JSON.
+"""ExecutionPolicy: declared once as a typed body, validated at create, stored as
+normalised JSON and read back leniently.
 
-Only fields the engine honours are accepted; fields of features this build
-does not have yet are refused with a message rather than stored and ignored.
+``PolicyBody`` is what a client may send (strict: ranges, unknown fields refused);
+``parse_policy`` checks it and builds the frozen ``ExecutionPolicy``. Only fields
+the engine honours are accepted; fields of features this build does not have yet
+are refused with a message rather than stored and ignored. ``load_policy`` reads
+a stored policy from the same declaration, leniently (``schema.lenient``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from .errors import InvalidInput
-from .fields import DURATION_MAX_MS, U32_MAX, Fields
+import msgspec
+from msgspec import Meta
 
-MULTIPLIER_MAX = 1000.0
-log = logging.getLogger("flowfabric.policy")
+from .errors import InvalidCapabilities, InvalidPolicyJson
+from .limits import DURATION_MAX_MS, TIME_MAX_MS, U32_MAX
+from .schema import Body, convert, lenient
 
 CAPS_MAX_TOKENS = 256
 CAPS_MAX_BYTES = 4096
+MULTIPLIER_MAX = 1000.0
+#: The version of the stored form (``v``); ``load_policy`` reads every version leniently.
+POLICY_VERSION = 1
+log = logging.getLogger("flowfabric.policy")
+
+Count = Annotated[int, Meta(ge=0, le=U32_MAX)]
+Duration = Annotated[int, Meta(ge=1, le=DURATION_MAX_MS)]
+Backoff_ms = Annotated[int, Meta(ge=0, le=DURATION_MAX_MS)]
+Short = Annotated[str, Meta(max_length=256)]
 
 
-def _fields(obj: object, path: str, lenient: bool) -> Fields:
-    return Fields(obj, path, kind="invalid_policy_json", lenient=lenient)
+# -- the client's shape ---------------------------------------------------------------------
 
+class BackoffBody(Body):
+    type: Literal["fixed", "exponential"] = "exponential"
+    delay_ms: Backoff_ms | None = None
+    initial_delay_ms: Backoff_ms | None = None
+    max_delay_ms: Backoff_ms | None = None
+    multiplier: Annotated[float, Meta(ge=1.0, le=MULTIPLIER_MAX)] | None = None
+    jitter: bool = False
+
+
+class RetryPolicyBody(Body):
+    max_retries: Count = 3
+    backoff: BackoffBody | None = None
+    retryable_categories: list[Annotated[str, Meta(min_length=1, max_length=256)]] = []
+
+
+class TimeoutPolicyBody(Body):
+    attempt_timeout_ms: Duration | None = None
+    execution_deadline_ms: Duration | None = None
+    max_reclaim_count: Count | None = None
+
+
+class RoutingBody(Body):
+    required_capabilities: Any = None  # checked by parse_capabilities (its own error codes)
+    preferred_locality: Any = None
+    isolation_level: Any = None
+
+
+class StreamPolicyBody(Body):
+    retention_ttl_ms: Duration | None = None
+    durability_mode: Literal["buffered"] = "buffered"
+    retention_maxlen: Literal[10_000] = 10_000
+
+
+class TierBody(Body):
+    provider: Short
+    model: Short
+    timeout_ms: Duration | None = None
+
+
+class FallbackBody(Body):
+    tiers: list[TierBody]
+
+
+class PolicyBody(Body):
+    retry_policy: RetryPolicyBody | None = None
+    timeout_policy: TimeoutPolicyBody | None = None
+    max_reclaim_count: Count = 100
+    max_replay_count: Count = 10
+    max_signals_per_execution: Annotated[int, Meta(ge=1, le=U32_MAX)] = 10_000
+    routing_requirements: RoutingBody | None = None
+    suspension_policy: Any = None
+    budget_ids: list[Any] | None = None
+    dedup_window_ms: Duration | None = None
+    stream_policy: StreamPolicyBody | None = None
+    fallback_policy: FallbackBody | None = None
+    priority: Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)] | None = None
+    delay_until: Annotated[int, Meta(ge=0, le=TIME_MAX_MS)] | None = None
+
+
+# -- what the engine reads -------------------------------------------------------------------
 
 def grow(initial: int, multiplier: float, n: int, cap: int) -> int:
     """``initial × multiplier^n`` capped at ``cap``, saturating instead of overflowing.
@@ -50,17 +123,19 @@ class Backoff:
     multiplier: float = 2.0
     jitter: bool = False
 
-    def delay_for(self, retry_count: int, rng: random.Random | None = None) -> int:
+    def delay_for(self, retry_count: int, u: float = 0.0) -> int:
         """Delay before the retry that follows ``retry_count`` earlier retries.
 
-        With ``jitter`` the delay is drawn uniformly from [d/2, d] ("equal jitter").
+        With ``jitter`` the delay is drawn from [d/2, d] ("equal jitter") by ``u``, a
+        uniform draw in [0, 1) the caller makes (so every store computes the same).
         """
         if self.type == "fixed":
             delay = self.delay_ms
         else:
             delay = grow(self.initial_delay_ms, self.multiplier, retry_count, self.max_delay_ms)
         if self.jitter and delay > 1:
-            delay = (rng or random).randint(delay // 2, delay)
+            low = delay // 2
+            delay = min(delay, low + math.floor(u * (delay - low + 1)))
         return delay
 
     def to_json(self) -> dict[str, Any]:
@@ -101,7 +176,7 @@ class ExecutionPolicy:
 
     def to_json(self) -> str:
         """Normalised form stored with the execution (defaults filled in)."""
-        doc: dict[str, Any] = {"max_reclaim_count": self.max_reclaim_count,
+        doc: dict[str, Any] = {"v": POLICY_VERSION, "max_reclaim_count": self.max_reclaim_count,
                                "max_replay_count": self.max_replay_count,
                                "max_signals_per_execution": self.max_signals_per_execution}
         if self.retry is not None:
@@ -124,124 +199,91 @@ class ExecutionPolicy:
         return json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
-def parse_policy(obj: object, *, lenient: bool = False) -> ExecutionPolicy:
-    """Validate a client-supplied policy object (``None`` → all defaults); ``lenient``
-    reads one we stored (see ``Fields``)."""
+# -- from body to policy ----------------------------------------------------------------------
+
+def _refuse(field_path: str, why: str) -> InvalidPolicyJson:
+    return InvalidPolicyJson(f"policy.{field_path}: {why}")
+
+
+def parse_policy(obj: Any) -> ExecutionPolicy:
+    """Validate a client-supplied policy (a decoded JSON object; ``None`` → defaults)."""
     if obj is None:
         return ExecutionPolicy()
-    r = _fields(obj, "policy", lenient)
-    retry = _parse_retry(r.get("retry_policy"), lenient)
-    attempt_timeout = deadline = None
-    max_reclaim = r.int("max_reclaim_count", 100, hi=U32_MAX)
-    timeout = r.get("timeout_policy")
-    if timeout is not None:
-        t = _fields(timeout, "policy.timeout_policy", lenient)
-        attempt_timeout = t.int("attempt_timeout_ms", lo=1, hi=DURATION_MAX_MS)
-        deadline = t.int("execution_deadline_ms", lo=1, hi=DURATION_MAX_MS)
-        max_reclaim = t.int("max_reclaim_count", max_reclaim, hi=U32_MAX)
-        t.done()
+    if isinstance(obj, PolicyBody):
+        return from_body(obj, strict=True)
+    return from_body(convert(obj, PolicyBody, InvalidPolicyJson, "policy"), strict=True)
+
+
+def from_body(body: PolicyBody, *, strict: bool) -> ExecutionPolicy:
+    """The policy a body describes; ``strict`` refuses what this build cannot honour (a
+    stored policy is taken as it is)."""
     caps: tuple[str, ...] = ()
-    routing = r.get("routing_requirements")
+    routing = body.routing_requirements
     if routing is not None:
-        if not isinstance(routing, dict):
-            raise InvalidInput("policy.routing_requirements: must be a JSON object "
-                               "(routing_requirements:not_object)", kind="invalid_policy_json")
-        rr = _fields(routing, "policy.routing_requirements", lenient)
-        caps = parse_capabilities(rr.get("required_capabilities"), "required")
+        caps = parse_capabilities(routing.required_capabilities, "required") if strict else \
+            tuple(c for c in _list(routing.required_capabilities) if isinstance(c, str))
         for unsupported in ("preferred_locality", "isolation_level"):
-            if rr.get(unsupported) is not None:
-                raise rr.fail(unsupported, "is not supported by this build; remove it")
-        rr.done()
-    for future in ("suspension_policy",):
-        if r.get(future) is not None:
-            raise r.fail(future, "is not supported by this build yet; remove it")
-    budgets = r.get("budget_ids")
-    if budgets not in (None, []):
-        raise r.fail("budget_ids", "budgets are not supported by this build yet; remove it")
-    retention = None
-    stream = r.get("stream_policy")
-    if stream is not None:
-        s = _fields(stream, "policy.stream_policy", lenient)
-        retention = s.int("retention_ttl_ms", lo=1, hi=DURATION_MAX_MS)
-        if s.str("durability_mode", "buffered") != "buffered":
-            raise s.fail("durability_mode", "only 'buffered' is supported by this build")
-        if s.int("retention_maxlen", 10_000) != 10_000:
-            raise s.fail("retention_maxlen", "is not supported by this build yet; remove it")
-        s.done()
-    policy = ExecutionPolicy(
-        retry=retry,
-        attempt_timeout_ms=attempt_timeout,
-        execution_deadline_ms=deadline,
-        max_reclaim_count=max_reclaim,  # type: ignore[arg-type]
-        max_replay_count=r.int("max_replay_count", 10, hi=U32_MAX),  # type: ignore[arg-type]
-        max_signals_per_execution=r.int("max_signals_per_execution", 10_000, lo=1,
-                                        hi=U32_MAX),  # type: ignore[arg-type]
+            if strict and getattr(routing, unsupported) is not None:
+                raise _refuse(f"routing_requirements.{unsupported}",
+                              "is not supported by this build; remove it")
+    if strict and body.suspension_policy is not None:
+        raise _refuse("suspension_policy", "is not supported by this build yet; remove it")
+    if strict and body.budget_ids not in (None, []):
+        raise _refuse("budget_ids", "budgets are not supported by this build yet; remove it")
+    timeout = body.timeout_policy
+    max_reclaim = body.max_reclaim_count
+    if timeout is not None and timeout.max_reclaim_count is not None:
+        max_reclaim = timeout.max_reclaim_count
+    return ExecutionPolicy(
+        retry=_retry(body.retry_policy, strict),
+        attempt_timeout_ms=timeout.attempt_timeout_ms if timeout else None,
+        execution_deadline_ms=timeout.execution_deadline_ms if timeout else None,
+        max_reclaim_count=max_reclaim,
+        max_replay_count=body.max_replay_count,
+        max_signals_per_execution=body.max_signals_per_execution,
         required_capabilities=caps,
-        dedup_window_ms=r.int("dedup_window_ms", lo=1, hi=DURATION_MAX_MS),
-        retention_ttl_ms=retention,
-        fallback_tiers=_parse_fallback(r.get("fallback_policy"), lenient),
-        priority=r.int("priority", lo=-(2**31), hi=2**31 - 1),
-        delay_until=r.int("delay_until"),
+        dedup_window_ms=body.dedup_window_ms,
+        retention_ttl_ms=body.stream_policy.retention_ttl_ms if body.stream_policy else None,
+        fallback_tiers=tuple({k: v for k, v in msgspec.structs.asdict(t).items()
+                              if v is not None}
+                             for t in (body.fallback_policy.tiers if body.fallback_policy
+                                       else ())),
+        priority=body.priority,
+        delay_until=body.delay_until,
     )
-    r.done()
-    return policy
 
 
-def _parse_retry(obj: object, lenient: bool) -> RetryPolicy | None:
-    if obj is None:
+def _retry(body: RetryPolicyBody | None, strict: bool) -> RetryPolicy | None:
+    if body is None:
         return None
-    r = _fields(obj, "policy.retry_policy", lenient)
-    max_retries = r.int("max_retries", 3, hi=U32_MAX)
     backoff = Backoff()
-    raw = r.get("backoff")
-    if raw is not None:
-        b = _fields(raw, "policy.retry_policy.backoff", lenient)
-        kind = b.str("type", "exponential")
-        if kind == "fixed":
-            backoff = Backoff(type="fixed", delay_ms=b.int("delay_ms", 1000,  # type: ignore[arg-type]
-                                                           hi=DURATION_MAX_MS),
-                              jitter=b.bool("jitter", False))
-        elif kind == "exponential":
-            initial = b.int("initial_delay_ms", 1000, hi=DURATION_MAX_MS)
-            max_delay = b.int("max_delay_ms", 60_000, hi=DURATION_MAX_MS)
-            multiplier = b.number("multiplier", 2.0, lo=1.0, hi=MULTIPLIER_MAX)
-            backoff = Backoff(type="exponential", initial_delay_ms=initial,  # type: ignore[arg-type]
-                              max_delay_ms=max_delay, multiplier=multiplier,  # type: ignore[arg-type]
-                              jitter=b.bool("jitter", False))
+    b = body.backoff
+    if b is not None:
+        if b.type == "fixed":
+            for other in ("initial_delay_ms", "max_delay_ms", "multiplier"):
+                if strict and getattr(b, other) is not None:
+                    raise _refuse(f"retry_policy.backoff.{other}",
+                                  "is not a field of a fixed backoff (it takes delay_ms); "
+                                  "remove it")
+            backoff = Backoff(type="fixed", delay_ms=_or(b.delay_ms, 1000), jitter=b.jitter)
         else:
-            raise b.fail("type", f"must be 'fixed' or 'exponential', got {kind!r}")
-        b.done()
-    cats = r.get("retryable_categories")
-    if cats is None:
-        cats = []
-    if not isinstance(cats, list) or not all(isinstance(c, str) and c for c in cats):
-        raise r.fail("retryable_categories", "must be an array of non-empty strings")
-    r.done()
-    return RetryPolicy(max_retries=max_retries, backoff=backoff,  # type: ignore[arg-type]
-                       retryable_categories=tuple(sorted(set(cats))))
+            if strict and b.delay_ms is not None:
+                raise _refuse("retry_policy.backoff.delay_ms",
+                              "is not a field of an exponential backoff (it takes "
+                              "initial_delay_ms, max_delay_ms, multiplier); remove it")
+            backoff = Backoff(type="exponential", initial_delay_ms=_or(b.initial_delay_ms, 1000),
+                              max_delay_ms=_or(b.max_delay_ms, 60_000),
+                              multiplier=_or(b.multiplier, 2.0), jitter=b.jitter)
+    return RetryPolicy(max_retries=body.max_retries, backoff=backoff,
+                       retryable_categories=tuple(sorted(set(body.retryable_categories))))
 
 
-def _parse_fallback(obj: object, lenient: bool) -> tuple[dict[str, Any], ...]:
-    """Fallback tiers are data for the worker; validated and handed back at claim."""
-    if obj is None:
-        return ()
-    r = _fields(obj, "policy.fallback_policy", lenient)
-    tiers = r.get("tiers")
-    r.done()
-    if not isinstance(tiers, list):
-        raise r.fail("tiers", "must be an array of {provider, model, timeout_ms?}")
-    out = []
-    for i, tier in enumerate(tiers):
-        t = _fields(tier, f"policy.fallback_policy.tiers[{i}]", lenient)
-        entry: dict[str, Any] = {"provider": t.str("provider"), "model": t.str("model")}
-        if entry["provider"] is None or entry["model"] is None:
-            raise t.fail("provider", "provider and model are required strings")
-        timeout = t.int("timeout_ms", lo=1, hi=DURATION_MAX_MS)
-        if timeout is not None:
-            entry["timeout_ms"] = timeout
-        t.done()
-        out.append(entry)
-    return tuple(out)
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
 def parse_capabilities(obj: object, side: str, field: str | None = None) -> tuple[str, ...]:
@@ -252,8 +294,8 @@ def parse_capabilities(obj: object, side: str, field: str | None = None) -> tupl
     field = field or ("policy.routing_requirements.required_capabilities"
                       if side == "required" else "capabilities")
 
-    def bad(code: str) -> InvalidInput:
-        return InvalidInput(f"{field}: {side}:{code}", kind="invalid_capabilities")
+    def bad(code: str) -> InvalidCapabilities:
+        return InvalidCapabilities(f"{field}: {side}:{code}")
 
     if not isinstance(obj, list):
         raise bad("not_array (capabilities must be an array of strings)")
@@ -280,8 +322,9 @@ def load_policy(stored: str) -> ExecutionPolicy:
     into today's ranges, and a policy that cannot be read at all reads as the defaults,
     so no stored value can leave an execution stuck."""
     try:
-        return parse_policy(json.loads(stored) if stored else None, lenient=True)
-    except (InvalidInput, ValueError, TypeError, RecursionError):
+        return from_body(lenient(json.loads(stored) if stored else {}, PolicyBody),
+                         strict=False)
+    except (ValueError, TypeError, RecursionError):
         log.error("a stored execution policy could not be read; using the defaults: %.200s",
                   stored)
         return ExecutionPolicy()

@@ -52,7 +52,7 @@ class Blocking(StrEnum):
     PAUSED_BY_FLOW_CANCEL = "paused_by_flow_cancel"
 
 
-class Outcome(StrEnum):
+class TerminalOutcome(StrEnum):
     NONE = "none"
     SUCCESS = "success"
     FAILED = "failed"
@@ -87,11 +87,11 @@ class PublicState(StrEnum):
 
 
 _TERMINAL_PUBLIC = {
-    Outcome.SUCCESS: PublicState.COMPLETED,
-    Outcome.FAILED: PublicState.FAILED,
-    Outcome.CANCELLED: PublicState.CANCELLED,
-    Outcome.EXPIRED: PublicState.EXPIRED,
-    Outcome.SKIPPED: PublicState.SKIPPED,
+    TerminalOutcome.SUCCESS: PublicState.COMPLETED,
+    TerminalOutcome.FAILED: PublicState.FAILED,
+    TerminalOutcome.CANCELLED: PublicState.CANCELLED,
+    TerminalOutcome.EXPIRED: PublicState.EXPIRED,
+    TerminalOutcome.SKIPPED: PublicState.SKIPPED,
 }
 
 _RUNNABLE_PUBLIC = {

@@ -1,5 +1,5 @@
 """Background reconcilers (scanners) supervised by the appliance."""
 
-from .scanners import Engine, FailureTracker, ScannerSpec
+from .scanners import Engine, FailureTracker, ScannerSpec, ScanResult
 
-__all__ = ["Engine", "FailureTracker", "ScannerSpec"]
+__all__ = ["Engine", "FailureTracker", "ScanResult", "ScannerSpec"]

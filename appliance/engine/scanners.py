@@ -1,23 +1,29 @@
 """Scanners: periodic, bounded batches that move executions whose time has come.
 
-Each scanner is its own task. A failing batch is logged and counted and the
-loop goes on. An execution the scanner fails on three times in a row (for a
-reason other than the store being unreachable) is logged with its id and
-quarantined: ended as failed with the reason, so no stored value can leave it
-stuck; if even that fails it is passed over for ten cycles so it cannot starve
-the rest. A full batch is followed at once by the next one, so a backlog
-drains without waiting an interval per batch.
+Each scanner of ``core.scanners.SCANNERS`` is its own task: it asks the store
+which executions are due, applies the scanner's operation to them (one
+``apply`` call, so a store can group them) and wakes the lanes that became
+claimable. A failing batch is logged and counted and the loop goes on. An
+execution the scanner fails on three times in a row (for a reason other than
+the store being unreachable) is logged with its id and quarantined: ended as
+failed with the reason, so no stored value can leave it stuck; if even that
+fails it is passed over for ten cycles so it cannot starve the rest. A full
+batch is followed at once by the next one, so a backlog drains without waiting
+an interval per batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
 
-from appliance.backend import Backend, ScanResult
+from appliance.backend import Backend
+from appliance.core.operations import Applied, Mutation
+from appliance.core.scanners import BY_NAME, Scanner
+from appliance.core.transitions import QuarantineArgs, quarantine
 
 log = logging.getLogger("flowfabric.engine")
 
@@ -31,6 +37,16 @@ class ScannerSpec:
     name: str
     interval_s: float
     batch: int = 50
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """One batch: how many executions moved, which failed and why, the lanes woken."""
+
+    processed: int = 0
+    failed: dict[str, Exception] = field(default_factory=dict)
+    #: One entry per execution made claimable (a lane may repeat).
+    lanes_woken: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -71,29 +87,41 @@ class ScannerStats:
     outage_logged_at: float = float("-inf")
 
 
-DEFAULT_BATCH = {"retention_trimmer": 20}
-
-
 class Engine:
-    """Owns the scanner specs and runs them; ``wake(lane)`` hears about new work."""
+    """Owns the scanner specs and runs them; ``wake(lanes)`` (the service's) hears about
+    the work they made claimable."""
 
     def __init__(self, backend: Backend, intervals_s: dict[str, float],
-                 wake: Callable[[str], None]) -> None:
+                 wake: Callable[[Iterable[str]], None], now_ms: Callable[[], int]) -> None:
         self.backend = backend
         self.wake = wake
-        self.specs = [ScannerSpec(name, interval, DEFAULT_BATCH.get(name, 50))
+        self.now_ms = now_ms
+        self.specs = [ScannerSpec(name, interval, BY_NAME[name].batch)
                       for name, interval in intervals_s.items() if interval > 0]
         self.stats = {spec.name: ScannerStats() for spec in self.specs}
         self._trackers = {spec.name: FailureTracker() for spec in self.specs}
 
-    async def run_once(self, name: str, batch: int = 50) -> ScanResult:
+    async def run_once(self, name: str, batch: int | None = None) -> ScanResult:
         """One batch of one scanner (what each loop iteration does)."""
+        scanner = BY_NAME[name]
         tracker = self._trackers.setdefault(name, FailureTracker())
-        result = await self.backend.run_scanner(name, batch, tracker.skipped())
+        result = await self.scan(scanner, batch or scanner.batch, tracker.skipped())
+        self.wake(result.lanes_woken)
         for eid, exc in tracker.record(result).items():
             await self._quarantine(name, eid, exc, tracker)
-        for lane in result.lanes_woken:
-            self.wake(lane)
+        return result
+
+    async def scan(self, scanner: Scanner, limit: int, skip: frozenset[str]) -> ScanResult:
+        now = self.now_ms()
+        ids = [eid for eid in await self.backend.due(scanner, now, limit + len(skip))
+               if eid not in skip][:limit]
+        result = ScanResult()
+        applied = await self.backend.apply([Mutation(scanner.op, eid, scanner.args())
+                                            for eid in ids]) if ids else []
+        for eid, outcome in zip(ids, applied, strict=True):
+            _count(result, eid, outcome)
+        if scanner.name == "retention_trimmer":
+            await self.backend.sweep(now, limit)
         return result
 
     async def _quarantine(self, name: str, eid: str, exc: Exception,
@@ -102,7 +130,9 @@ class Engine:
                   f"{type(exc).__name__}: {exc}")[:1000]
         stats = self.stats.setdefault(name, ScannerStats())
         try:
-            changed = await self.backend.quarantine(eid, reason)
+            [done] = await self.backend.apply([Mutation(quarantine, eid,
+                                                        QuarantineArgs(reason))])
+            changed = done.unwrap() is not None
         except Exception as again:
             tracker.skip(eid)
             log.error("scanner %s failed %d times on execution %s (%r) and could not end it "
@@ -110,6 +140,7 @@ class Engine:
                       exc, again, SKIP_CYCLES)
             return
         stats.quarantined += int(changed)
+        self.wake(done.woken)
         log.error("scanner %s failed %d times on execution %s (%r); %s", name,
                   FAILURES_BEFORE_SKIP, eid, exc,
                   "ended it as failed (failure_category internal)" if changed
@@ -145,3 +176,11 @@ class Engine:
                 if result.processed:
                     log.debug("scanner %s processed %d", spec.name, result.processed)
             await trio.sleep(0 if full else spec.interval_s)
+
+
+def _count(result: ScanResult, eid: str, applied: Applied) -> None:
+    if applied.error is not None:
+        result.failed[eid] = applied.error
+    elif applied.outcome is not None:
+        result.processed += 1
+    result.lanes_woken.extend(applied.woken)

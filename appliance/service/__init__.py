@@ -1,6 +1,6 @@
-"""The service layer: request validation and the facade over a backend."""
+"""The service layer: the facade over a backend (operations, wake-ups, claims, reads)."""
 
-from .executions import Service, execution_info
+from .facade import Service
 from .work import WorkSignal
 
-__all__ = ["Service", "WorkSignal", "execution_info"]
+__all__ = ["Service", "WorkSignal"]

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import trio
 import trio_asyncio
 
-from appliance.backend import Backend, BackendEnv, ScanResult
+from appliance.backend import Backend, BackendEnv
 from appliance.backend.plugins import get_plugin_manager
 from appliance.config import Config, load_config
 from appliance.core.clock import FakeClock
-from appliance.engine import Engine
+from appliance.engine import Engine, ScanResult
 from appliance.http import create_app
 from appliance.service import Service
 
@@ -96,18 +97,30 @@ class Harness:
 
 
 @asynccontextmanager
-async def open_harness(backend: str, options: Mapping[str, str] | None = None
-                       ) -> AsyncIterator[Harness]:
-    """Prepare ``backend`` with ``options`` (FF_* settings) and serve the app in-process."""
+async def open_harness(backend: str, options: Mapping[str, str] | None = None, *,
+                       serve: bool = True) -> AsyncIterator[Harness]:
+    """Prepare ``backend`` with ``options`` (FF_* settings), run its own task as the
+    supervisor does, and serve the app in-process.
+
+    ``serve=False`` leaves starting ``backend.serve`` to the test (to hear the
+    notifications itself). Long-polling claims look again only when woken (``FF_CLAIM_REPOLL_MS=0`` unless the
+    options say otherwise), so a lost wake-up fails a test instead of costing a re-poll.
+    """
     clock = FakeClock()
-    config = load_config({"FF_BACKEND": backend, **(options or {})}, clock=clock)
+    config = load_config({"FF_BACKEND": backend, "FF_CLAIM_REPOLL_MS": "0", **(options or {})},
+                         clock=clock)
     instance = get_plugin_manager(config.plugin_path).make_backend(backend, config)
     async with trio_asyncio.open_loop():
         await instance.prepare(BackendEnv(config.partitions, clock, config.retention_ms))
         try:
             service = Service(instance, config)
-            engine = Engine(instance, config.scanner_intervals_s, service.work.notify_all)
+            engine = Engine(instance, config.scanner_intervals_s, service.wake, clock.now_ms)
             app = create_app(service, config)
-            yield Harness(config, clock, instance, service, engine, app.test_client())
+            async with trio.open_nursery() as nursery:
+                if serve:
+                    await nursery.start(instance.serve, service.work.notify)
+                yield Harness(config, clock, instance, service, engine, app.test_client())
+                nursery.cancel_scope.cancel()
         finally:
-            await instance.close()
+            with trio.CancelScope(shield=True):
+                await instance.close()

@@ -65,6 +65,7 @@ class PostgresBackend(SqlBackend):
                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.url = url
         self.pool_size = pool_size
+        self.store_connections = pool_size + 4  # the pool, LISTEN, probes
         self.connect_timeout_s = connect_timeout_s
         self.where = _where(url)
         self._pool: AsyncConnectionPool | None = None
@@ -100,7 +101,7 @@ class PostgresBackend(SqlBackend):
             raise StartupError(f"PostgreSQL at {self.where} refused the schema migration: "
                                f"{_first_line(exc)}") from exc
         try:
-            await self._check_partitions()
+            await self.check_partitions()
         except BaseException:
             await self.close()
             raise
@@ -142,8 +143,8 @@ class PostgresBackend(SqlBackend):
         if pool is not None:
             await self._aio(pool.close)(timeout=self.connect_timeout_s)
 
-    async def serve_work_notifications(self, notify: Callable[[str], None], *,
-                                       task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, notify: Callable[[str], None], *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Wake-ups from other appliances, and the circuit's probe, until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.circuit.run)
@@ -181,7 +182,7 @@ class PostgresBackend(SqlBackend):
             raise StoreUnavailable(f"the PostgreSQL store at {self.where} is closed")
         return self._pool
 
-    async def _run(self, factory: OpFactory) -> Any:
+    async def run(self, factory: OpFactory) -> Any:
         """One transaction, retried while the server says it rolled back (or never began).
 
         Only the transaction itself, first statement to COMMIT, outlasts a cancellation

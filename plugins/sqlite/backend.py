@@ -1,4 +1,4 @@
-"""The embedded SQLite store: one file, one writer thread, durable commits."""
+"""The embedded SQLite store: one file, one writer task, durable group commits."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import fcntl
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import IO, Any
 from urllib.parse import quote
 
@@ -46,13 +47,20 @@ class SqliteBackend(SqlBackend):
             self._writer.start()
         except sqlite3.Error as exc:
             raise _unusable(self.path, exc) from exc
-        await self._check_partitions()
+        await self.check_partitions()
 
-    async def _run(self, factory: OpFactory) -> Any:
+    async def run(self, factory: OpFactory) -> Any:
         return await self._writer.call(lambda conn: run_blocking(factory(), conn, SQLITE))
 
+    async def serve(self, notify: Callable[[str], None], *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task (one appliance per file: no other appliance to hear from)."""
+        await self._writer.serve(task_status=task_status)
+
     async def ping(self) -> None:
-        await self._writer.call(lambda conn: conn.execute("SELECT 1").fetchone())
+        """At once: the writer is open and its last commit succeeded (an embedded store has
+        no network to fail; a failing disk fails the next commit, and ping then says so)."""
+        self._writer.check()
 
     async def close(self) -> None:
         await self._writer.close()

@@ -1,18 +1,23 @@
-"""Group commit on the Trio thread: one connection, one transaction per group.
+"""Group commit by a dedicated writer task: one connection, one transaction per group.
 
-Operations are short, bounded SQL; running them on the event-loop thread
-avoids a thread hand-off (and a wait for the GIL) per operation. The first
-caller to find no group running becomes the leader: it runs every queued
-operation, each in its own SAVEPOINT of one transaction, and commits once —
-one fsync (``synchronous=FULL``) for the whole group. The COMMIT runs on a
-worker thread so a slow disk does not stall the event loop; callers queued
-meanwhile form the next group. Nobody hears back before their operation is
-durable; a failing operation rolls back only its savepoint.
+Callers queue their operation on a memory channel and wait, first come first
+served. The writer task (run in the backend's own nursery, see
+``SqliteBackend.serve``) takes whatever has queued, runs each operation on the
+Trio thread in its own SAVEPOINT of one transaction and commits once — one
+fsync (``synchronous=FULL``) for the whole group — on a worker thread, so a
+slow disk does not stall the event loop; callers queued meanwhile form the next
+group. Nobody hears back before their operation is durable; a failing
+operation rolls back only its savepoint. A caller that is cancelled stops
+waiting at once: an operation not yet started is dropped, one already in a
+group commits or not with it, atomically either way.
+
+Before the task runs (while the backend prepares) operations run inline.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -39,55 +44,75 @@ def connect(path: str) -> sqlite3.Connection:
 
 
 class _Job:
-    __slots__ = ("fn", "result", "done")
+    __slots__ = ("fn", "result", "done", "abandoned")
 
     def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
         self.fn = fn
         self.result: outcome.Outcome | None = None
         self.done = trio.Event()
+        self.abandoned = False
 
 
 class Writer:
     def __init__(self, path: str) -> None:
         self.path = path
         self._conn: sqlite3.Connection | None = None
-        self._queue: list[_Job] = []
-        self._leading = False
-        self._idle = trio.Event()
+        self._send, self._receive = trio.open_memory_channel[_Job](math.inf)
+        self._running = False
+        self._stopped = False
+        self._inline = trio.Lock()
         self.closed = False
+        #: Why the last group failed to commit (None once a group commits again).
+        self.failure: str | None = None
 
     def start(self) -> None:
         self._conn = connect(self.path)
 
     async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``fn(conn)`` in the next group; returns once that group committed.
-
-        Shielded: a queued operation will commit, so its caller stays to hear
-        the answer rather than leave, say, a lease nobody knows was granted.
-        """
-        if self.closed or self._conn is None:
+        """Run ``fn(conn)`` in the next group; returns once that group committed."""
+        if self.closed or self._conn is None or self._stopped:
             raise StoreUnavailable("the SQLite store is closed")
         job = _Job(fn)
-        self._queue.append(job)
-        with trio.CancelScope(shield=True):
-            if not self._leading:
-                await self._lead()
-            await job.done.wait()
+        if not self._running:  # preparing: no writer task yet
+            async with self._inline:
+                await self._run_group([job])
+        else:
+            self._send.send_nowait(job)
+            try:
+                await job.done.wait()
+            except trio.Cancelled:
+                job.abandoned = True
+                raise
         assert job.result is not None
         return job.result.unwrap()
 
-    async def _lead(self) -> None:
-        self._leading = True
-        self._idle = trio.Event()
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """The writer task: groups until cancelled; queued jobs then fail as closed."""
+        self._running = True
+        task_status.started()
         try:
-            while self._queue:
-                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                await self._run_group(group)
+            async for first in self._receive:
+                group = [first]
+                while len(group) < MAX_GROUP:
+                    try:
+                        group.append(self._receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._run_group([job for job in group if not job.abandoned])
         finally:
-            self._leading = False
-            self._idle.set()
+            self._running, self._stopped = False, True
+            closed = StoreUnavailable("the SQLite store is closing; retry the request")
+            while True:
+                try:
+                    job = self._receive.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                job.result = outcome.Error(closed)
+                job.done.set()
 
     async def _run_group(self, group: list[_Job]) -> None:
+        if not group:
+            return
         conn = self._conn
         assert conn is not None
         try:
@@ -100,9 +125,12 @@ class Writer:
                     conn.execute("ROLLBACK TO op")
                     job.result = outcome.Error(_translate(exc))
                 conn.execute("RELEASE op")
-            await trio.to_thread.run_sync(conn.execute, "COMMIT")
+            with trio.CancelScope(shield=True):  # the group commits or not, whole
+                await trio.to_thread.run_sync(conn.execute, "COMMIT")
+            self.failure = None
         except sqlite3.Error as exc:
             log.error("SQLite transaction failed, %d operations rolled back: %s", len(group), exc)
+            self.failure = str(exc)
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
@@ -113,13 +141,18 @@ class Writer:
         for job in group:
             job.done.set()
 
+    def check(self) -> None:
+        """Raise ``StoreUnavailable`` when writes cannot succeed now (no I/O: for ping)."""
+        if self.closed or self._conn is None:
+            raise StoreUnavailable("the SQLite store is closed")
+        if self.failure is not None:
+            raise StoreUnavailable(f"the SQLite store failed its last commit: {self.failure}")
+
     async def close(self) -> None:
+        """After the writer task ended (the backend's nursery is gone)."""
         if self._conn is None or self.closed:
             return
         self.closed = True
-        if self._leading:
-            with trio.CancelScope(shield=True):
-                await self._idle.wait()  # the group in flight commits first
         self._conn.close()
 
 

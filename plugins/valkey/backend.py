@@ -1,34 +1,35 @@
 """``ValkeyBackend``: every operation is one FCALL of the flowfabric function library.
 
-Claims call the lane's solo partition first, then the other partitions where the lane has
-claimable work (``lanes.WorkMap``; the partitions a lane ever used are a hint set that only
-grows). Scanners read each used partition's due index and apply one FCALL per candidate,
-which re-checks due-ness, so several appliances can share a store.
+Operations of the core registry call the library function of the same name (``ff_<name>``),
+which runs the Lua mirror of the rule. Claims call the lane's solo partition first, then the
+other partitions where the lane has claimable work (``lanes.WorkMap``; the partitions a lane
+ever used are a hint set that only grows). Scanners read each used partition's due index; the
+engine then applies the scanner's operation, which re-checks due-ness, so several appliances
+can share a store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
 import trio_asyncio
 
-from appliance.backend import BackendBase, BackendEnv, ScanResult
-from appliance.backend.protocol import Outcome
+from appliance.backend import BackendBase, BackendEnv
 from appliance.core import transitions as rules
-from appliance.core.contracts import CancelArgs, ClaimArgs, CreateArgs, ListPage
-from appliance.core.errors import StartupError, StoreUnavailable
-from appliance.core.handle import Fence, Handle
+from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
+from appliance.core.errors import StartupError, StoreUnavailable, Unavailable, error_from
 from appliance.core.ids import parse_execution_id
+from appliance.core.operations import Applied, Ctx, Mutation, Operation, args_to_dict
+from appliance.core.outcomes import from_wire
 from appliance.core.partitions import solo_partition
 from appliance.core.record import Execution
-from appliance.core.transitions import Ctx
+from appliance.core.scanners import Scanner
 
 from . import codec, keys, library
 from .connection import Connection
@@ -62,6 +63,8 @@ class ValkeyBackend(BackendBase):
         self._known: set[tuple[str, int]] = set()
         self._known_since = time.monotonic()
         self._used: set[int] = set()
+        #: The operations the loaded library has a function for.
+        self._operations: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         return f"valkey {self.settings.describe()}"
@@ -76,6 +79,7 @@ class ValkeyBackend(BackendBase):
             library.check_server_versions(infos)
             await library.check_partitions(self.conn, env.partitions)
             await library.ensure(self.conn)
+            self._operations = await library.operations(self.conn)
         except StoreUnavailable as exc:
             await self.close()
             raise StartupError(f"cannot reach the Valkey store at {self.settings.describe()} "
@@ -155,16 +159,6 @@ class ValkeyBackend(BackendBase):
         self._work.probed(lane, {p: float(s) for p, s in zip(hinted, scores, strict=True)
                                  if s is not None}, since)
 
-    def _answer(self, answer: Any, execution_id: str, *, fence: Fence | None = None,
-                by_handle: bool = False, touches: bool = False) -> Outcome:
-        """The outcome, or its typed error raised. An operation that can make work claimable
-        (or failed: a lease found expired on the way was marked, making it reclaimable)
-        marks the execution's partition for claims."""
-        decoded = codec.decode_answer(answer)
-        if touches or "err" in decoded:
-            self._touched(execution_id)
-        return codec.outcome_of(decoded, execution_id, fence=fence, by_handle=by_handle)
-
     def _touched(self, execution_id: str) -> None:
         """A local operation may have made work claimable on the execution's partition."""
         self._work.mark(parse_execution_id(execution_id).partition)
@@ -174,8 +168,38 @@ class ValkeyBackend(BackendBase):
         self._used |= {int(p) for p in raw}
         return sorted(self._used)
 
-    # -- ingress and operator -------------------------------------------------------------
-    async def create_execution(self, args: CreateArgs) -> Outcome:
+    # -- state changes ----------------------------------------------------------------------
+    def supports(self, op: Operation[Any]) -> bool:
+        return op.name in self._operations
+
+    async def apply(self, mutations: Sequence[Mutation]) -> list[Applied]:
+        return [await self._apply(m) for m in mutations]
+
+    async def _apply(self, m: Mutation) -> Applied:
+        if m.op.name not in self._operations:
+            return Applied(error=Unavailable(m.op.name, self.name))
+        call = self._args(**args_to_dict(m.args))
+        data = None
+        for name, value in list(call.items()):
+            if isinstance(value, bytes):  # the bytes travel beside the JSON
+                call["_bytes"], data = name, call.pop(name)
+        answer = codec.decode_answer(await self._fcall(m.op.lua, keys.record(m.execution_id),
+                                                       call, data))
+        woken = tuple(answer.get("w") or ())
+        # Any change may move when the partition's work is next claimable (a retry's
+        # backoff, a delay): the claim's view of it is refreshed.
+        self._touched(m.execution_id)
+        if answer.get("missing"):
+            return Applied(error=m.op.missing_error(m.execution_id))
+        if "err" in answer:
+            return Applied(error=error_from(answer["err"], answer.get("d") or {}), woken=woken)
+        outcome = answer.get("ok")
+        return Applied(from_wire(outcome, m.op.plain) if outcome else None, woken=woken)
+
+    async def create(self, batch: Sequence[CreateArgs]) -> list[Applied]:
+        return [await self._create(args) for args in batch]
+
+    async def _create(self, args: CreateArgs) -> Applied:
         ex = rules.create(args, Ctx(now=self.env.clock.now_ms(),
                                     retention_ms=self.env.retention_ms))
         call: dict[str, Any] = {"row": codec.row_of(ex), "now": ex.created_at}
@@ -184,10 +208,12 @@ class ValkeyBackend(BackendBase):
                         idempotency_ttl_ms=args.policy.dedup_window_ms or IDEMPOTENCY_TTL_MS,
                         idempotency_grace_ms=IDEMPOTENCY_GRACE_MS)
         await self._remember(args.lane_id, args.partition_id)
-        answer = await self._fcall("ff_create", keys.record(ex.execution_id), call,
-                                   args.input_payload)
-        self._work.mark(args.partition_id, args.lane_id)
-        return codec.outcome_of(codec.decode_answer(answer), ex.execution_id)
+        answer = codec.decode_answer(await self._fcall(
+            "ff_create", keys.record(ex.execution_id), call, args.input_payload))
+        woken = tuple(answer.get("w") or ())
+        if woken:
+            self._work.mark(args.partition_id, args.lane_id)
+        return Applied(from_wire(answer["ok"]), woken=woken)
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         return codec.execution_from(await self._conn().call(self._conn().client.hgetall,
@@ -214,28 +240,8 @@ class ValkeyBackend(BackendBase):
         ids = ids[:limit]
         return ListPage(ids, ids[-1] if more else None)
 
-    async def _operator(self, name: str, execution_id: str, **values: Any) -> Outcome:
-        answer = await self._fcall(name, keys.record(execution_id), self._args(**values))
-        return self._answer(answer, execution_id, touches=True)
-
-    async def cancel_execution(self, args: CancelArgs) -> Outcome:
-        fence = codec.fence_args(args.fence) if args.fence is not None else None
-        answer = await self._fcall("ff_cancel", keys.record(args.execution_id),
-                                   self._args(reason=args.reason, source=args.source,
-                                              fence=fence))
-        return self._answer(answer, args.execution_id, fence=args.fence)
-
-    async def change_priority(self, execution_id: str, priority: int) -> Outcome:
-        return await self._operator("ff_change_priority", execution_id, priority=priority)
-
-    async def replay_execution(self, execution_id: str) -> Outcome:
-        return await self._operator("ff_replay", execution_id)
-
-    async def revoke_lease(self, execution_id: str, reason: str) -> Outcome:
-        return await self._operator("ff_revoke_lease", execution_id, reason=reason)
-
-    # -- worker side ----------------------------------------------------------------------
-    async def claim(self, args: ClaimArgs) -> tuple[Outcome, bytes] | None:
+    # -- claiming -------------------------------------------------------------------------
+    async def claim(self, args: ClaimArgs) -> tuple[dict[str, Any], bytes] | None:
         call = self._args(lane_id=args.lane_id, capabilities=",".join(args.capabilities),
                           worker_id=args.worker_id, worker_instance_id=args.worker_instance_id,
                           lease_ttl_ms=args.lease_ttl_ms, lease_id=str(uuid.uuid4()),
@@ -253,77 +259,25 @@ class ValkeyBackend(BackendBase):
                     bytes(payload)
         return None
 
-    async def _by_handle(self, name: str, handle: Handle, data: bytes | None = None,
-                         **values: Any) -> Outcome:
-        call = self._args(fence=codec.fence_args(handle.fence), **values)
-        answer = await self._fcall(name, keys.record(handle.execution_id), call, data)
-        return self._answer(answer, handle.execution_id, fence=handle.fence, by_handle=True,
-                            touches=name in ("ff_fail", "ff_delay"))
-
-    async def renew(self, handle: Handle, lease_ttl_ms: int | None) -> Outcome:
-        return await self._by_handle("ff_renew", handle, lease_ttl_ms=lease_ttl_ms)
-
-    async def progress(self, handle: Handle, pct: int | None, message: str | None) -> Outcome:
-        return await self._by_handle("ff_progress", handle, progress_pct=pct,
-                                     progress_message=message)
-
-    async def complete(self, handle: Handle, result: bytes | None,
-                       encoding: str | None) -> Outcome:
-        return await self._by_handle("ff_complete", handle, result or b"",
-                                     result_encoding=encoding)
-
-    async def fail(self, handle: Handle, reason: str, category: str | None) -> Outcome:
-        return await self._by_handle("ff_fail", handle, failure_reason=reason,
-                                     failure_category=category, u=random.random())
-
-    async def delay(self, handle: Handle, delay_until: int) -> Outcome:
-        return await self._by_handle("ff_delay", handle, delay_until=delay_until)
-
-    async def quarantine(self, execution_id: str, reason: str) -> bool:
-        answer = await self._operator("ff_quarantine", execution_id, reason=reason)
-        return "Unchanged" not in answer
-
     # -- scanners -------------------------------------------------------------------------
-    async def run_scanner(self, scanner: str, limit: int, skip: frozenset[str]) -> ScanResult:
-        index = keys.SCAN_INDEX[scanner]
-        now = self.env.clock.now_ms()
+    async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:
+        """Each used partition's index of ``scanner``, earliest first."""
         partitions = await self._used_partitions()
-        want = limit + len(skip)
+        if not partitions:
+            return []
 
         def due(pipe: Any) -> None:
             for p in partitions:
-                pipe.zrangebyscore(keys.partition(p, index), "-inf", now, start=0, num=want,
-                                   withscores=True)
+                pipe.zrangebyscore(keys.partition(p, scanner.index), "-inf", now, start=0,
+                                   num=limit, withscores=True)
 
-        found = await self._conn().pipeline(due) if partitions else []
+        found = await self._conn().pipeline(due)
         candidates = sorted((score, member.decode()) for rows in found for member, score in rows)
-        ids = [eid for _, eid in candidates if eid not in skip][:limit]
-        result = ScanResult()
-        for eid in ids:
-            try:
-                if scanner == "retention_trimmer":
-                    purged = await self._fcall("ff_purge", keys.record(eid), {"now": now})
-                    result.processed += int(purged)
-                    continue
-                answer = codec.decode_answer(await self._fcall(
-                    "ff_scan", keys.record(eid), self._args(scanner=scanner,
-                                                            u=random.random())))
-            except StoreUnavailable:
-                raise
-            except Exception as exc:  # one bad record must not stop the batch
-                result.failed[eid] = exc
-                continue
-            done = answer["ok"]
-            if done["applied"]:
-                self._touched(eid)
-                result.processed += 1
-                if done["woke"]:
-                    result.lanes_woken.add(done["woke"])
-        return result
+        return [eid for _, eid in candidates][:limit]
 
     # -- wake-ups from other appliances ---------------------------------------------------------
-    async def serve_work_notifications(self, notify: Callable[[str], None], *,
-                                       task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def serve(self, notify: Callable[[str], None], *,
+                    task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """The library publishes a lane on ``ff:work`` whenever it made work claimable.
 
         The store's circuit probes from here too (this task runs as long as the appliance).

@@ -11,12 +11,6 @@ USED_PARTITIONS = "ff:{cfg}:partitions_used"
 #: The library publishes "<partition>:<lane>" here when it made work claimable.
 WORK_CHANNEL = "ff:work"
 
-#: The scanner name → the partition index it reads.
-SCAN_INDEX = {"lease_expiry": "lease", "delayed_promoter": "delayed",
-              "attempt_timeout": "adl", "execution_deadline": "edl",
-              "retention_trimmer": "purge"}
-
-
 def record(execution_id: str) -> str:
     """The execution's record; ``execution_id`` (``{fp:N}:<uuid>``) brings the tag."""
     return "ff:x:" + execution_id

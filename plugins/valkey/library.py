@@ -11,9 +11,9 @@ from redis import exceptions as rx
 
 from appliance.core.errors import StartupError
 from appliance.core.partitions import PartitionConfig
-from flowfabric_lua import library_source
+from flowfabric_lua import library_files
 
-from . import keys
+from . import generated, keys
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -69,7 +69,7 @@ async def check_partitions(conn: Connection, wanted: PartitionConfig) -> None:
 
 def versioned_source() -> tuple[str, str]:
     """The library to load and the version its ``ff_version`` will answer."""
-    source = library_source()
+    source = generated.assemble(library_files())
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     return source.replace(DIGEST_PLACEHOLDER, digest), f"{LIBRARY_VERSION}.{digest}"
 
@@ -109,3 +109,10 @@ async def ensure(conn: Connection) -> None:
         raise StartupError(f"the flowfabric function library reports versions {found} after "
                            f"loading version {wanted}; is another FlowFabric version loading "
                            f"its own library into the same store?")
+
+
+async def operations(conn: Connection) -> frozenset[str]:
+    """The operations the loaded library registered a function for."""
+    raw = await conn.command("FCALL_RO", "ff_operations", 0)
+    return frozenset(name.decode() if isinstance(name, bytes) else str(name)
+                     for name in raw or ())

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-from appliance.core.fields import DURATION_MAX_MS, TIME_MAX_MS
+from appliance.core import transitions as rules
+from appliance.core.limits import DURATION_MAX_MS, TIME_MAX_MS
+from appliance.core.operations import Mutation
 
 JSON = {"content-type": "application/json"}
 HOSTILE = ["NaN", "Infinity", "-Infinity", "1e300", "1e400", "9" * 400, "-1", "1.5", "true",
@@ -114,13 +116,19 @@ async def test_a_fractional_multiplier_gives_the_same_delays_on_every_backend(ff
     assert delays == [int(min(333 * 1.7 ** n, 5000)) for n in range(7)]
 
 
+async def quarantine(ff, eid: str, reason: str) -> bool:
+    [applied] = await ff.backend.apply([Mutation(rules.quarantine, eid,
+                                                 rules.QuarantineArgs(reason))])
+    return applied.unwrap() is not None
+
+
 async def test_quarantine_ends_a_running_execution_as_failed_with_the_reason(ff):
     eid = await ff.create()
     task = await ff.claim()
-    assert await ff.backend.quarantine(eid, "scanner_error: test") is True
+    assert await quarantine(ff, eid, "scanner_error: test") is True
     info = await ff.info(eid)
     assert (info["public_state"], info["failure_category"]) == ("failed", "internal")
     assert info["failure_reason"] == "scanner_error: test"
     reply = await ff.worker_op("complete", task)
     assert (reply.status, reply.body["kind"]) == (409, "execution_not_active")
-    assert await ff.backend.quarantine(eid, "again") is False  # terminal: nothing to do
+    assert await quarantine(ff, eid, "again") is False  # terminal: nothing to do

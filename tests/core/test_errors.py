@@ -10,10 +10,10 @@ def test_to_json_shape():
                                                     "retryable": False}
 
 
-def test_kind_can_be_overridden_per_instance():
-    err = e.InvalidInput("x", kind="invalid_json")
-    assert err.to_json()["kind"] == "invalid_json"
+def test_each_kind_is_its_own_class():
+    assert e.InvalidJson("x").to_json()["kind"] == "invalid_json"
     assert e.InvalidInput("y").kind == "invalid_input"
+    assert e.KINDS["invalid_json"] is e.InvalidJson
 
 
 def test_details_are_merged_into_the_json():
@@ -30,8 +30,8 @@ def test_retryable_errors_say_so():
 
 
 def test_execution_not_active_carries_where_it_went():
-    err = e.ExecutionNotActive("{fp:1}:x", lifecycle_phase="terminal",
-                               terminal_outcome="success", lease_epoch=2, attempt_id="a")
+    err = e.ExecutionNotActive.of(execution_id="{fp:1}:x", lifecycle_phase="terminal",
+                                  terminal_outcome="success", lease_epoch=2, attempt_id="a")
     body = err.to_json()
     assert (body["kind"], body["retryable"]) == ("execution_not_active", False)
     assert {k: body[k] for k in ("lifecycle_phase", "terminal_outcome", "lease_epoch",
@@ -42,9 +42,21 @@ def test_execution_not_active_carries_where_it_went():
 
 
 def test_execution_not_found_names_the_id():
-    err = e.ExecutionNotFound("{fp:1}:x")
-    assert (err.status, err.kind, err.execution_id) == (404, "execution_not_found", "{fp:1}:x")
+    err = e.ExecutionNotFound.of(execution_id="{fp:1}:x")
+    assert (err.status, err.kind, err.details) == (404, "execution_not_found",
+                                                   {"execution_id": "{fp:1}:x"})
     assert "{fp:1}:x" in err.message
+
+
+def test_a_kind_and_details_from_a_store_become_the_same_error_as_in_python():
+    raised = e.StaleLease.of(execution_id="{fp:1}:x", held=1, lease_epoch=2)
+    reported = e.error_from("stale_lease", {"execution_id": "{fp:1}:x", "held": 1,
+                                            "lease_epoch": 2})
+    assert type(reported) is e.StaleLease and reported.message == raised.message
+
+
+def test_an_unknown_kind_from_a_store_is_an_internal_error():
+    assert e.error_from("no_such_kind", {}).status == 500
 
 
 def test_unavailable_names_the_operation():

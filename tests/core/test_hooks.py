@@ -31,8 +31,8 @@ class HookedPlugin:
 
 def test_the_public_plugin_api_is_pinned():
     assert sorted(appliance.backend.__all__) == [
-        "Backend", "BackendBase", "BackendEnv", "OPERATIONS", "Outcome", "SCANNERS",
-        "ScanResult", "Setting", "hookimpl", "hookspec"]
+        "Applied", "BASIC", "Backend", "BackendBase", "BackendEnv", "Mutation", "OPERATIONS",
+        "Setting", "hookimpl", "hookspec"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)

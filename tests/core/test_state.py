@@ -2,29 +2,29 @@
 
 import pytest
 
-from appliance.core.state import (Eligibility, Outcome, Ownership, Phase, PublicState,
+from appliance.core.state import (Eligibility, TerminalOutcome, Ownership, Phase, PublicState,
                                   derive_public_state, is_claimable)
 
 
 @pytest.mark.parametrize("phase, eligibility, outcome, expected", [
-    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, Outcome.SUCCESS, PublicState.COMPLETED),
-    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, Outcome.FAILED, PublicState.FAILED),
-    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, Outcome.CANCELLED, PublicState.CANCELLED),
-    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, Outcome.EXPIRED, PublicState.EXPIRED),
-    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, Outcome.SKIPPED, PublicState.SKIPPED),
-    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, Outcome.NONE, PublicState.FAILED),
-    (Phase.ACTIVE, Eligibility.NOT_APPLICABLE, Outcome.NONE, PublicState.ACTIVE),
-    (Phase.RUNNABLE, Eligibility.ELIGIBLE_NOW, Outcome.NONE, PublicState.WAITING),
-    (Phase.RUNNABLE, Eligibility.NOT_ELIGIBLE_UNTIL_TIME, Outcome.NONE, PublicState.DELAYED),
-    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_DEPENDENCIES, Outcome.NONE,
+    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, TerminalOutcome.SUCCESS, PublicState.COMPLETED),
+    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, TerminalOutcome.FAILED, PublicState.FAILED),
+    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, TerminalOutcome.CANCELLED, PublicState.CANCELLED),
+    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, TerminalOutcome.EXPIRED, PublicState.EXPIRED),
+    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, TerminalOutcome.SKIPPED, PublicState.SKIPPED),
+    (Phase.TERMINAL, Eligibility.NOT_APPLICABLE, TerminalOutcome.NONE, PublicState.FAILED),
+    (Phase.ACTIVE, Eligibility.NOT_APPLICABLE, TerminalOutcome.NONE, PublicState.ACTIVE),
+    (Phase.RUNNABLE, Eligibility.ELIGIBLE_NOW, TerminalOutcome.NONE, PublicState.WAITING),
+    (Phase.RUNNABLE, Eligibility.NOT_ELIGIBLE_UNTIL_TIME, TerminalOutcome.NONE, PublicState.DELAYED),
+    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_DEPENDENCIES, TerminalOutcome.NONE,
      PublicState.WAITING_CHILDREN),
-    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_BUDGET, Outcome.NONE, PublicState.RATE_LIMITED),
-    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_QUOTA, Outcome.NONE, PublicState.RATE_LIMITED),
-    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_ROUTE, Outcome.NONE, PublicState.WAITING),
-    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_OPERATOR, Outcome.NONE, PublicState.WAITING),
-    (Phase.RUNNABLE, Eligibility.NOT_APPLICABLE, Outcome.NONE, PublicState.WAITING),
-    (Phase.SUSPENDED, Eligibility.NOT_APPLICABLE, Outcome.NONE, PublicState.SUSPENDED),
-    (Phase.SUBMITTED, Eligibility.NOT_APPLICABLE, Outcome.NONE, PublicState.WAITING),
+    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_BUDGET, TerminalOutcome.NONE, PublicState.RATE_LIMITED),
+    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_QUOTA, TerminalOutcome.NONE, PublicState.RATE_LIMITED),
+    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_ROUTE, TerminalOutcome.NONE, PublicState.WAITING),
+    (Phase.RUNNABLE, Eligibility.BLOCKED_BY_OPERATOR, TerminalOutcome.NONE, PublicState.WAITING),
+    (Phase.RUNNABLE, Eligibility.NOT_APPLICABLE, TerminalOutcome.NONE, PublicState.WAITING),
+    (Phase.SUSPENDED, Eligibility.NOT_APPLICABLE, TerminalOutcome.NONE, PublicState.SUSPENDED),
+    (Phase.SUBMITTED, Eligibility.NOT_APPLICABLE, TerminalOutcome.NONE, PublicState.WAITING),
 ])
 def test_derive_public_state(phase, eligibility, outcome, expected):
     assert derive_public_state(phase, eligibility, outcome) == expected

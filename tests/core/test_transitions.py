@@ -4,11 +4,14 @@ import uuid
 
 import pytest
 
+from appliance.core import outcomes as o
 from appliance.core import transitions as t
-from appliance.core.contracts import CancelArgs, ClaimArgs, CreateArgs
+from appliance.core.contracts import ClaimArgs, CreateArgs
+from appliance.core.effects import NewAttempt, UpdateAttempt
 from appliance.core.errors import Conflict, LeaseExpired, LeaseRevoked, StaleLease
 from appliance.core.handle import Fence
 from appliance.core.ids import mint_solo
+from appliance.core.operations import DEFAULT_RETENTION_MS, Ctx
 from appliance.core.policy import parse_policy
 from appliance.core.state import derive_public_state, is_claimable
 
@@ -21,13 +24,35 @@ def new(now=T0, policy=None, **fields):
                       namespace="default", lane_id="default", execution_kind="demo",
                       input_payload=b"", payload_encoding=None, priority=fields.pop("priority", 0),
                       creator_identity="", policy=parse_policy(policy), **fields)
-    return t.create(args, t.Ctx(now))
+    return t.create(args, Ctx(now))
 
 
 def claim(ex, now=T0, worker="w1", ttl=TTL):
-    effect = t.claim(ex, ClaimArgs("default", worker, f"{worker}-i", (), ttl), t.Ctx(now),
+    """The claim's effect, the task it answers and its fence (None if the reclaim cap
+    ended the execution instead)."""
+    effect = t.claim(ex, ClaimArgs("default", worker, f"{worker}-i", (), ttl), Ctx(now),
                      lease_id=str(uuid.uuid4()), attempt_id=str(uuid.uuid4()))
-    return effect, effect.handle.fence if effect.handle else None
+    if not isinstance(effect.outcome, o.Claimed):
+        return effect, None, None
+    task = t.claim_answer(ex, effect.outcome.attempt_type, ttl)
+    fence = Fence(task["lease_id"], task["lease_epoch"], task["attempt_id"])
+    return effect, task, fence
+
+
+def new_attempt(effect):
+    return next((w.attempt for w in effect.writes if isinstance(w, NewAttempt)), None)
+
+
+def attempt_update(effect):
+    return next(w.values for w in effect.writes if isinstance(w, UpdateAttempt))
+
+
+def complete(ex, fence, now, result=b""):
+    return t.complete(ex, t.CompleteArgs(fence, result), Ctx(now))
+
+
+def cancel(ex, now, reason="stop", **ctx):
+    return t.cancel(ex, t.CancelArgs(reason, t.OPERATOR), Ctx(now, **ctx))
 
 
 def assert_consistent(ex):
@@ -79,8 +104,8 @@ def test_create_takes_the_earlier_of_the_two_deadlines():
 
 def test_promote_delayed_clears_delay_until_and_keeps_attempt_state():
     ex = new(delay_until=T0 + 5000)
-    assert t.promote_delayed(ex, t.Ctx(T0 + 4999)) is None
-    assert t.promote_delayed(ex, t.Ctx(T0 + 5000)) is not None
+    assert t.promote_delayed(ex, t.NoArgs(), Ctx(T0 + 4999)) is None
+    assert t.promote_delayed(ex, t.NoArgs(), Ctx(T0 + 5000)) is not None
     assert (ex.public_state, ex.delay_until, ex.attempt_state) == (
         "waiting", None, "pending_first_attempt")
     assert_consistent(ex)
@@ -88,11 +113,10 @@ def test_promote_delayed_clears_delay_until_and_keeps_attempt_state():
 
 def test_claim_sets_lease_and_attempt_deadline():
     ex = new(policy={"timeout_policy": {"attempt_timeout_ms": 2000}})
-    effect, fence = claim(ex)
+    _, task, fence = claim(ex)
     assert vector(ex) == ("active", "leased", "not_applicable", "none", "none",
                           "running_attempt", "active")
-    assert (fence.lease_epoch, effect.outcome["attempt_index"],
-            effect.outcome["attempt_type"]) == (1, 0, "initial")
+    assert (fence.lease_epoch, task["attempt_index"], task["attempt_type"]) == (1, 0, "initial")
     assert (ex.lease_expires_at, ex.attempt_deadline_at) == (T0 + TTL, T0 + 2000)
     assert ex.claimable == 0
     assert_consistent(ex)
@@ -109,13 +133,13 @@ def test_claim_of_a_non_claimable_execution_is_refused():
 def test_terminal_state_clears_scanner_clocks_and_sets_purge_at():
     ex = new(policy={"timeout_policy": {"attempt_timeout_ms": 2000,
                                         "execution_deadline_ms": 9000}})
-    _, fence = claim(ex)
-    t.complete(ex, fence, True, None, t.Ctx(T0 + 100))
+    _, _, fence = claim(ex)
+    complete(ex, fence, T0 + 100, b"r")
     assert vector(ex) == ("terminal", "unowned", "not_applicable", "none", "success",
                           "attempt_terminal", "completed")
     assert (ex.attempt_deadline_at, ex.execution_deadline_at, ex.delay_until) == (
         None, None, None)
-    assert (ex.completed_at, ex.purge_at) == (T0 + 100, T0 + 100 + t.DEFAULT_RETENTION_MS)
+    assert (ex.completed_at, ex.purge_at) == (T0 + 100, T0 + 100 + DEFAULT_RETENTION_MS)
     assert ex.current_lease_id is None and ex.lease_expires_at is None
     assert ex.current_lease_epoch == 1
     assert_consistent(ex)
@@ -123,85 +147,84 @@ def test_terminal_state_clears_scanner_clocks_and_sets_purge_at():
 
 def test_policy_retention_overrides_the_default_purge_time():
     ex = new(policy={"stream_policy": {"retention_ttl_ms": 500}})
-    t.cancel(ex, CancelArgs(ex.execution_id, "stop", t.OPERATOR), t.Ctx(T0 + 1))
+    cancel(ex, T0 + 1)
     assert ex.purge_at == T0 + 1 + 500
 
 
 def test_ctx_retention_applies_without_a_policy_ttl():
     ex = new()
-    t.cancel(ex, CancelArgs(ex.execution_id, "stop", t.OPERATOR), t.Ctx(T0, retention_ms=42))
+    cancel(ex, T0, retention_ms=42)
     assert ex.purge_at == T0 + 42
 
 
 def test_set_state_leaving_terminal_clears_purge_at():
     ex = new()
-    _, fence = claim(ex)
-    t.complete(ex, fence, False, None, t.Ctx(T0))
-    t.replay(ex, t.Ctx(T0 + 1))
+    _, _, fence = claim(ex)
+    complete(ex, fence, T0)
+    t.replay(ex, t.ReplayArgs(), Ctx(T0 + 1))
     assert (ex.purge_at, ex.completed_at, ex.public_state) == (None, None, "waiting")
     assert_consistent(ex)
 
 
 def test_claim_complete_replay_claim_attempt_types():
     ex = new()
-    first, fence = claim(ex)
-    t.complete(ex, fence, False, None, t.Ctx(T0 + 1))
-    replayed = t.replay(ex, t.Ctx(T0 + 2))
-    assert replayed.outcome == {"Replayed": {"public_state": "waiting"}}
+    _, first, fence = claim(ex)
+    complete(ex, fence, T0 + 1)
+    replayed = t.replay(ex, t.ReplayArgs(), Ctx(T0 + 2))
+    assert replayed.outcome.wire() == {"Replayed": {"public_state": "waiting"}}
     assert ex.attempt_state == "pending_replay_attempt"
-    second, fence2 = claim(ex, now=T0 + 3)
-    assert [(e.outcome["attempt_index"], e.outcome["attempt_type"]) for e in (first, second)] \
+    effect, second, fence2 = claim(ex, now=T0 + 3)
+    assert [(x["attempt_index"], x["attempt_type"]) for x in (first, second)] \
         == [(0, "initial"), (1, "replay")]
     assert (fence2.lease_epoch, ex.total_attempt_count, ex.replay_count) == (2, 2, 1)
-    assert second.new_attempt.attempt_type == "replay"
+    assert new_attempt(effect).attempt_type == "replay"
 
 
 def test_replay_of_a_non_terminal_execution_is_refused():
     with pytest.raises(Conflict) as err:
-        t.replay(new(), t.Ctx(T0))
+        t.replay(new(), t.ReplayArgs(), Ctx(T0))
     assert err.value.kind == "execution_not_terminal"
 
 
 def test_replay_stops_at_max_replay_count():
     ex = new(policy={"max_replay_count": 1})
-    t.cancel(ex, CancelArgs(ex.execution_id, "x", t.OPERATOR), t.Ctx(T0))
-    t.replay(ex, t.Ctx(T0))
-    t.cancel(ex, CancelArgs(ex.execution_id, "x", t.OPERATOR), t.Ctx(T0))
+    cancel(ex, T0)
+    t.replay(ex, t.ReplayArgs(), Ctx(T0))
+    cancel(ex, T0)
     with pytest.raises(Conflict) as err:
-        t.replay(ex, t.Ctx(T0))
+        t.replay(ex, t.ReplayArgs(), Ctx(T0))
     assert err.value.kind == "max_replays_exhausted"
 
 
 def test_stale_fence_after_reclaim_raises_stale_lease():
     ex = new()
-    _, old = claim(ex, worker="w1")
-    t.revoke_lease(ex, "operator", t.Ctx(T0 + 1))
-    reclaim, new_fence = claim(ex, now=T0 + 2, worker="w2")
-    assert reclaim.outcome["attempt_type"] == "reclaim"
+    _, _, old = claim(ex, worker="w1")
+    t.revoke_lease(ex, t.RevokeLeaseArgs("operator"), Ctx(T0 + 1))
+    _, reclaim, new_fence = claim(ex, now=T0 + 2, worker="w2")
+    assert reclaim["attempt_type"] == "reclaim"
     assert new_fence.lease_epoch == old.lease_epoch + 1
     before = vector(ex)
     with pytest.raises(StaleLease):
-        t.complete(ex, old, False, None, t.Ctx(T0 + 3))
+        complete(ex, old, T0 + 3)
     assert vector(ex) == before
 
 
 def test_wrong_lease_id_is_stale_without_a_state_change():
     ex = new()
-    _, fence = claim(ex)
+    _, _, fence = claim(ex)
     forged = Fence("not-the-lease", fence.lease_epoch, fence.attempt_id)
     with pytest.raises(StaleLease):
-        t.renew(ex, forged, None, t.Ctx(T0))
+        t.renew(ex, t.RenewArgs(forged), Ctx(T0))
     assert ex.public_state == "active"
-    t.complete(ex, fence, False, None, t.Ctx(T0))
+    complete(ex, fence, T0)
     assert ex.public_state == "completed"
 
 
 def test_expired_lease_during_complete_commits_the_mark_then_raises():
     ex = new()
-    _, fence = claim(ex, ttl=1000)
-    with pytest.raises(t.CommitThenRaise) as err:
-        t.complete(ex, fence, False, None, t.Ctx(T0 + 1000))
-    assert isinstance(err.value.error, LeaseExpired)
+    _, _, fence = claim(ex, ttl=1000)
+    effect = complete(ex, fence, T0 + 1000)
+    assert isinstance(effect.error, LeaseExpired) and effect.outcome is None
     assert (ex.lifecycle_phase, ex.ownership_state, ex.attempt_state, ex.public_state) == (
         "active", "lease_expired_reclaimable", "attempt_interrupted", "active")
     assert (ex.claimable, ex.lease_expired_at) == (1, T0 + 1000)
@@ -210,103 +233,102 @@ def test_expired_lease_during_complete_commits_the_mark_then_raises():
 
 def test_marked_expired_lease_refuses_its_holder_with_lease_expired():
     ex = new()
-    _, fence = claim(ex, ttl=1000)
-    assert t.mark_lease_expired(ex, t.Ctx(T0 + 999)) is None
-    t.mark_lease_expired(ex, t.Ctx(T0 + 1000))
+    _, _, fence = claim(ex, ttl=1000)
+    assert t.mark_lease_expired(ex, t.NoArgs(), Ctx(T0 + 999)) is None
+    t.mark_lease_expired(ex, t.NoArgs(), Ctx(T0 + 1000))
     with pytest.raises(LeaseExpired):
-        t.renew(ex, fence, None, t.Ctx(T0 + 1001))
+        t.renew(ex, t.RenewArgs(fence), Ctx(T0 + 1001))
 
 
 def test_revoked_lease_refuses_its_holder_and_revoke_is_idempotent():
     ex = new()
-    _, fence = claim(ex)
-    assert "Revoked" in t.revoke_lease(ex, "ops", t.Ctx(T0)).outcome
+    _, _, fence = claim(ex)
+    assert isinstance(t.revoke_lease(ex, t.RevokeLeaseArgs("ops"), Ctx(T0)).outcome, o.Revoked)
     assert (ex.ownership_state, ex.public_state, ex.claimable) == ("lease_revoked", "active", 1)
-    again = t.revoke_lease(ex, "ops", t.Ctx(T0))
-    assert again.outcome == {"AlreadySatisfied": {"reason": "already_revoked"}}
+    again = t.revoke_lease(ex, t.RevokeLeaseArgs("ops"), Ctx(T0))
+    assert again.outcome.wire() == {"AlreadySatisfied": {"reason": "already_revoked"}}
     with pytest.raises(LeaseRevoked):
-        t.renew(ex, fence, None, t.Ctx(T0))
+        t.renew(ex, t.RenewArgs(fence), Ctx(T0))
 
 
 def test_renew_extends_the_lease_and_keeps_the_epoch():
     ex = new()
-    _, fence = claim(ex, ttl=1000)
-    out = t.renew(ex, fence, 5000, t.Ctx(T0 + 500)).outcome
+    _, _, fence = claim(ex, ttl=1000)
+    out = t.renew(ex, t.RenewArgs(fence, 5000), Ctx(T0 + 500)).outcome.wire()
     assert (out["lease_expires_at"], out["lease_epoch"]) == (T0 + 5500, 1)
 
 
 def test_fail_with_retry_schedules_a_delayed_retry_attempt():
     ex = new(policy={"retry_policy": {"max_retries": 3,
                                       "backoff": {"type": "fixed", "delay_ms": 10}}})
-    _, fence = claim(ex)
-    effect = t.fail(ex, fence, "boom", None, t.Ctx(T0 + 5))
-    assert effect.outcome["RetryScheduled"]["delay_until"] == T0 + 15
+    _, _, fence = claim(ex)
+    effect = t.fail(ex, t.FailArgs(fence, "boom"), Ctx(T0 + 5))
+    assert effect.outcome.delay_until == T0 + 15
     assert vector(ex)[2:] == ("not_eligible_until_time", "waiting_for_retry_backoff", "none",
                               "pending_retry_attempt", "delayed")
     assert (ex.retry_count, ex.delay_until) == (1, T0 + 15)
     assert_consistent(ex)
-    t.promote_delayed(ex, t.Ctx(T0 + 15))
-    retry, fence2 = claim(ex, now=T0 + 16)
-    assert (retry.outcome["attempt_index"], retry.outcome["attempt_type"],
-            fence2.lease_epoch) == (1, "retry", 2)
-    assert retry.new_attempt.previous_attempt_index == 0
+    t.promote_delayed(ex, t.NoArgs(), Ctx(T0 + 15))
+    effect, retry, fence2 = claim(ex, now=T0 + 16)
+    assert (retry["attempt_index"], retry["attempt_type"], fence2.lease_epoch) == (1, "retry", 2)
+    assert new_attempt(effect).previous_attempt_index == 0
 
 
 def test_fail_without_retry_policy_is_terminal():
     ex = new()
-    _, fence = claim(ex)
-    effect = t.fail(ex, fence, "boom", "bad_input", t.Ctx(T0))
-    assert "TerminalFailed" in effect.outcome
+    _, _, fence = claim(ex)
+    effect = t.fail(ex, t.FailArgs(fence, "boom", "bad_input"), Ctx(T0))
+    assert isinstance(effect.outcome, o.TerminalFailed)
     assert (ex.public_state, ex.failure_category) == ("failed", "bad_input")
 
 
 def test_worker_delay_resumes_the_same_attempt():
     ex = new()
-    first, fence = claim(ex)
-    t.delay(ex, fence, T0 + 60_000, t.Ctx(T0))
+    _, _, fence = claim(ex)
+    t.delay(ex, t.DelayArgs(fence, T0 + 60_000), Ctx(T0))
     assert vector(ex)[2:] == ("not_eligible_until_time", "waiting_for_delay", "none",
                               "attempt_interrupted", "delayed")
     assert ex.current_lease_id is None
-    t.promote_delayed(ex, t.Ctx(T0 + 60_000))
-    resumed, fence2 = claim(ex, now=T0 + 60_001)
-    assert resumed.outcome["attempt_type"] == "resumed"
+    t.promote_delayed(ex, t.NoArgs(), Ctx(T0 + 60_000))
+    effect, resumed, fence2 = claim(ex, now=T0 + 60_001)
+    assert resumed["attempt_type"] == "resumed"
     assert (fence2.attempt_id, fence2.lease_epoch) == (fence.attempt_id, 2)
-    assert resumed.new_attempt is None
+    assert new_attempt(effect) is None
     assert ex.total_attempt_count == 1
 
 
 def test_operator_cancel_of_an_active_execution_ends_the_attempt():
     ex = new()
     claim(ex)
-    effect = t.cancel(ex, CancelArgs(ex.execution_id, "stop", t.OPERATOR), t.Ctx(T0))
-    assert effect.attempt_update["attempt_state"] == "ended_cancelled"
+    effect = cancel(ex, T0)
+    assert attempt_update(effect)["attempt_state"] == "ended_cancelled"
     assert (ex.public_state, ex.current_lease_id) == ("cancelled", None)
 
 
 def test_change_priority_only_while_waiting():
     ex = new()
-    t.change_priority(ex, 20_000, t.Ctx(T0))
+    t.change_priority(ex, t.ChangePriorityArgs(20_000), Ctx(T0))
     assert ex.priority == 9000
     claim(ex)
     with pytest.raises(Conflict) as err:
-        t.change_priority(ex, 1, t.Ctx(T0))
+        t.change_priority(ex, t.ChangePriorityArgs(1), Ctx(T0))
     assert err.value.kind == "execution_not_eligible"
 
 
 def test_reclaim_cap_fails_the_execution():
     ex = new(policy={"max_reclaim_count": 1})
     claim(ex)
-    t.revoke_lease(ex, "x", t.Ctx(T0))
+    t.revoke_lease(ex, t.RevokeLeaseArgs("x"), Ctx(T0))
     claim(ex, worker="w2")
-    t.revoke_lease(ex, "x", t.Ctx(T0))
-    effect, _ = claim(ex, worker="w3")
-    assert effect.outcome == {"ReclaimCapExceeded": {"execution_id": ex.execution_id,
-                                                     "reclaim_count": 1}}
+    t.revoke_lease(ex, t.RevokeLeaseArgs("x"), Ctx(T0))
+    effect, _, _ = claim(ex, worker="w3")
+    assert effect.outcome.wire() == {"ReclaimCapExceeded": {"execution_id": ex.execution_id,
+                                                            "reclaim_count": 1}}
     assert (ex.public_state, ex.failure_reason) == ("failed", "max_reclaims_exceeded")
 
 
 def test_expire_execution_keeps_pending_first_attempt_for_a_never_claimed_one():
     ex = new(execution_deadline_at=T0 + 1)
-    t.expire_execution(ex, t.Ctx(T0 + 1))
+    t.expire_execution(ex, t.NoArgs(), Ctx(T0 + 1))
     assert (ex.public_state, ex.attempt_state, ex.failure_reason) == (
         "expired", "pending_first_attempt", "execution_deadline")

@@ -1,39 +1,58 @@
 """The scanner loop: bounded batches, failures counted not fatal, repeat offenders
-quarantined (or skipped when even that fails)."""
+quarantined (or skipped when even that fails), wake-ups from what was applied."""
 
 import logging
 
 import trio
 import trio.testing
 
-from appliance.backend import BackendBase, ScanResult
+from appliance.backend import Applied, BackendBase
 from appliance.core.errors import StoreUnavailable
-from appliance.engine import Engine, FailureTracker, ScannerSpec
+from appliance.core.outcomes import Promoted, TerminalFailed
+from appliance.engine import Engine, FailureTracker, ScannerSpec, ScanResult
 
 
 class ScriptedBackend(BackendBase):
-    """Answers run_scanner from a script of results or exceptions."""
+    """Answers ``due`` from a script of id lists (or exceptions); ``apply`` answers each
+    id from ``results`` (an exception, or lanes it made claimable)."""
 
     name = "scripted"
 
-    def __init__(self, script, quarantine=None):
+    def __init__(self, script, results=None, quarantine=None):
         self.script = list(script)
-        self.calls = []
+        self.results = results or {}
+        self.due_calls = []
         self.quarantined = []
         self._quarantine = quarantine
 
-    async def quarantine(self, execution_id, reason):
-        self.quarantined.append((execution_id, reason))
-        if isinstance(self._quarantine, Exception):
-            raise self._quarantine
-        return bool(self._quarantine)
-
-    async def run_scanner(self, scanner, limit, skip):
-        self.calls.append((scanner, limit, skip))
-        step = self.script.pop(0) if self.script else ScanResult()
+    async def due(self, scanner, now, limit):
+        self.due_calls.append((scanner.name, limit))
+        step = self.script.pop(0) if self.script else []
         if isinstance(step, Exception):
             raise step
         return step
+
+    async def apply(self, mutations):
+        out = []
+        for m in mutations:
+            if m.op.name == "quarantine":
+                self.quarantined.append((m.execution_id, m.args.reason))
+                if isinstance(self._quarantine, Exception):
+                    raise self._quarantine
+                out.append(Applied(TerminalFailed(m.execution_id, "failed")
+                                   if self._quarantine else None))
+                continue
+            result = self.results.get(m.execution_id, ())
+            if isinstance(result, Exception):
+                out.append(Applied(error=result))
+            else:
+                out.append(Applied(Promoted(m.execution_id), woken=tuple(result)))
+        return out
+
+
+def engine_for(backend, intervals, woken=None):
+    return Engine(backend, intervals, (woken if woken is not None else []).extend,
+                  lambda: 1_700_000_000_000)
 
 
 def test_failure_tracker_names_an_execution_after_three_failures_and_can_skip_it():
@@ -65,9 +84,8 @@ def test_failure_tracker_does_not_count_a_store_outage_against_an_execution():
 
 
 async def test_an_execution_failing_three_times_is_quarantined_and_logged(caplog):
-    backend = ScriptedBackend([ScanResult(failed={"bad": OverflowError("math")})] * 3,
-                              quarantine=True)
-    engine = Engine(backend, {"attempt_timeout": 1.0}, lambda lane: None)
+    backend = ScriptedBackend([["bad"]] * 3, {"bad": OverflowError("math")}, quarantine=True)
+    engine = engine_for(backend, {"attempt_timeout": 1.0})
     with caplog.at_level(logging.ERROR, logger="flowfabric.engine"):
         for _ in range(3):
             await engine.run_once("attempt_timeout")
@@ -78,21 +96,28 @@ async def test_an_execution_failing_three_times_is_quarantined_and_logged(caplog
     assert engine.stats["attempt_timeout"].quarantined == 1
 
 
-async def test_run_once_passes_skipped_ids_and_wakes_lanes():
+async def test_an_execution_that_cannot_be_quarantined_is_skipped_and_lanes_are_woken():
     woken = []
-    backend = ScriptedBackend([ScanResult(failed={"bad": RuntimeError()})] * 3
-                              + [ScanResult(processed=1, lanes_woken={"gpu"})],
+    backend = ScriptedBackend([["bad"]] * 3 + [["bad", "ok"]],
+                              {"bad": RuntimeError(), "ok": ["gpu"]},
                               quarantine=RuntimeError("cannot either"))
-    engine = Engine(backend, {"lease_expiry": 1.0}, woken.append)
+    engine = engine_for(backend, {"lease_expiry": 1.0}, woken)
     for _ in range(4):
         await engine.run_once("lease_expiry")
-    assert backend.calls[-1][2] == frozenset({"bad"})
+    assert backend.due_calls[-1] == ("lease_expiry", 51)  # one more, for the skipped id
     assert woken == ["gpu"]
 
 
+async def test_every_execution_made_claimable_wakes_its_own_waiter():
+    woken = []
+    backend = ScriptedBackend([["a", "b", "c"]], {"a": ["q"], "b": ["q"], "c": ["r"]})
+    await engine_for(backend, {"delayed_promoter": 1.0}, woken).run_once("delayed_promoter")
+    assert sorted(woken) == ["q", "q", "r"]
+
+
 async def test_a_failing_cycle_is_logged_and_the_loop_goes_on(autojump_clock, caplog):
-    backend = ScriptedBackend([RuntimeError("store hiccup"), ScanResult(processed=2)])
-    engine = Engine(backend, {"delayed_promoter": 1.0}, lambda lane: None)
+    backend = ScriptedBackend([RuntimeError("store hiccup"), ["a", "b"]])
+    engine = engine_for(backend, {"delayed_promoter": 1.0})
     spec = ScannerSpec("delayed_promoter", 1.0)
     with caplog.at_level(logging.ERROR, logger="flowfabric.engine"):
         with trio.move_on_after(2.5):
@@ -100,29 +125,28 @@ async def test_a_failing_cycle_is_logged_and_the_loop_goes_on(autojump_clock, ca
     stats = engine.stats["delayed_promoter"]
     assert stats.errors == 1 and stats.processed == 2
     assert "store hiccup" in caplog.text
-    assert len(backend.calls) == 3
+    assert len(backend.due_calls) == 3
 
 
 async def test_a_full_batch_is_followed_at_once_by_the_next(autojump_clock):
-    backend = ScriptedBackend([ScanResult(processed=50), ScanResult(processed=50),
-                               ScanResult(processed=3)])
-    engine = Engine(backend, {"lease_expiry": 10.0}, lambda lane: None)
+    backend = ScriptedBackend([[f"a{i}" for i in range(50)], [f"b{i}" for i in range(50)],
+                               ["c"]])
+    engine = engine_for(backend, {"lease_expiry": 10.0})
     start = trio.current_time()
     with trio.move_on_after(5):
         await engine.serve_scanner(ScannerSpec("lease_expiry", 10.0))
-    assert len(backend.calls) == 3
+    assert len(backend.due_calls) == 3
     assert trio.current_time() - start == 5
 
 
 def test_zero_interval_disables_a_scanner():
-    engine = Engine(ScriptedBackend([]), {"lease_expiry": 0, "delayed_promoter": 0.75},
-                    lambda lane: None)
+    engine = engine_for(ScriptedBackend([]), {"lease_expiry": 0, "delayed_promoter": 0.75})
     assert [s.name for s in engine.specs] == ["delayed_promoter"]
 
 
 async def test_a_store_outage_is_logged_once_not_every_cycle(autojump_clock, caplog):
     backend = ScriptedBackend([StoreUnavailable("the store is down")] * 20)
-    engine = Engine(backend, {"delayed_promoter": 0.5}, lambda lane: None)
+    engine = engine_for(backend, {"delayed_promoter": 0.5})
     with caplog.at_level(logging.WARNING, logger="flowfabric.engine"):
         with trio.move_on_after(9.9):
             await engine.serve_scanner(ScannerSpec("delayed_promoter", 0.5))

@@ -34,10 +34,7 @@ async def appliance(url: str, **options: str) -> AsyncIterator[Harness]:
     """An in-process appliance with its long-running task (LISTEN and the circuit's probe)
     started, as ``flowfabric serve`` starts it."""
     async with open_harness("postgres", {"FF_POSTGRES_URL": url, **options}) as ff:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(ff.backend.serve_work_notifications, ff.service.work.notify)
-            yield ff
-            nursery.cancel_scope.cancel()
+        yield ff
 
 
 async def timed(ff: Harness, method: str, path: str, body: Any = None) -> tuple[Reply, float]:
@@ -183,7 +180,7 @@ async def test_a_transaction_the_server_stops_answering_is_given_up_within_secon
         start = time.monotonic()
         try:
             with pytest.raises(StoreUnavailable):
-                await ff.backend._call(hangs_mid_transaction(pg_server))
+                await ff.backend.run(hangs_mid_transaction(pg_server))
         finally:
             took = time.monotonic() - start
             await trio.to_thread.run_sync(pg_server.freeze, False)
@@ -197,7 +194,7 @@ async def test_a_caller_cancelled_mid_transaction_waits_a_second_not_30(pg_serve
         start = time.monotonic()
         try:
             with trio.move_on_after(0.3):
-                await ff.backend._call(hangs_mid_transaction(pg_server))
+                await ff.backend.run(hangs_mid_transaction(pg_server))
         finally:
             took = time.monotonic() - start
             await trio.to_thread.run_sync(pg_server.freeze, False)
@@ -238,7 +235,7 @@ async def test_a_pool_busy_for_longer_than_the_wait_does_not_open_the_circuit(pg
             yield one("SELECT pg_sleep(1.5) AS slept")
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(ff.backend._call, slow)
+            nursery.start_soon(ff.backend.run, slow)
             await until(lambda: ff.backend._pool.get_stats()["pool_available"] == 0)
             healthz, took_healthz = await timed(ff, "GET", "/healthz")
             busy, took_busy = await timed(ff, "GET", f"/v1/executions/{eid_path(eid)}")

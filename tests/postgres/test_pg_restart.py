@@ -92,9 +92,10 @@ async def test_work_announcements_resume_after_a_restart(pg_server, pg_url):
             arrived.set()
 
     options = {"FF_POSTGRES_URL": pg_url}
-    async with open_harness("postgres", options) as ff, open_harness("postgres", options) as other:
+    async with open_harness("postgres", options, serve=False) as ff, \
+            open_harness("postgres", options) as other:
         async with trio.open_nursery() as nursery:
-            await nursery.start(ff.backend.serve_work_notifications, notify)
+            await nursery.start(ff.backend.serve, notify)
             await trio.to_thread.run_sync(pg_server.restart)
             with trio.fail_after(20):
                 while not arrived.is_set():

@@ -1,11 +1,13 @@
-"""One transaction per operation: contention retried, typed errors roll back, deferred commit."""
+"""One transaction per operation: contention retried, typed errors roll back, an error
+answered after its writes commit."""
 
 import psycopg
 import pytest
 from pg_support import asyncio_loop, prepared
 
-from appliance.backend.sql.statements import Deferred, exec_, one
+from appliance.backend.sql.statements import exec_, one
 from appliance.core.errors import ExecutionNotFound, StoreUnavailable
+from appliance.core.operations import Applied
 from flowfabric_postgres.backend import MAX_TRIES
 
 
@@ -33,7 +35,7 @@ def meta(url: str, key: str) -> str | None:
 async def test_serialization_failure_or_deadlock_is_run_again(postgres_backend_options, sqlstate):
     op, runs = rolled_back_by_server(2, sqlstate)
     async with asyncio_loop(), prepared(postgres_backend_options["FF_POSTGRES_URL"]) as backend:
-        assert await backend._call(op) == 42
+        assert await backend.run(op) == 42
     assert len(runs) == 3
 
 
@@ -41,7 +43,7 @@ async def test_contention_that_never_clears_ends_in_a_retryable_error(postgres_b
     op, runs = rolled_back_by_server(99, "40P01")
     async with asyncio_loop(), prepared(postgres_backend_options["FF_POSTGRES_URL"]) as backend:
         with pytest.raises(StoreUnavailable) as raised:
-            await backend._call(op)
+            await backend.run(op)
         assert not backend.circuit.is_open  # a busy database is not an unreachable one
     assert raised.value.retryable and raised.value.status == 503
     assert len(runs) == MAX_TRIES
@@ -56,21 +58,21 @@ async def test_typed_error_passes_through_and_rolls_back_the_writes(postgres_bac
 
     async with asyncio_loop(), prepared(url) as backend:
         with pytest.raises(ExecutionNotFound):
-            await backend._call(op)
+            await backend.run(op)
         assert not backend.circuit.is_open and backend.circuit.last_success is not None
     assert meta(url, "probe") is None
 
 
-async def test_deferred_error_is_raised_after_its_writes_commit(postgres_backend_options):
+async def test_an_error_answered_after_its_writes_commits_them(postgres_backend_options):
     url = postgres_backend_options["FF_POSTGRES_URL"]
 
     def op():
         yield exec_("INSERT INTO ff_meta (key, value) VALUES ('probe', 'written')")
-        return Deferred(ExecutionNotFound("after commit"))
+        return Applied(error=ExecutionNotFound("after commit"))
 
     async with asyncio_loop(), prepared(url) as backend:
-        with pytest.raises(ExecutionNotFound):
-            await backend._call(op)
+        answer = await backend.run(op)
+        assert isinstance(answer.error, ExecutionNotFound)
     assert meta(url, "probe") == "written"
 
 

@@ -12,10 +12,8 @@ WORKERS_EACH = 8
 
 
 async def create_many(ff, count: int) -> None:
-    """Through the service (validation included) rather than HTTP: the claims are the subject."""
     for i in range(count):
-        status, _ = await ff.service.create_execution({"input_payload": [i % 256]})
-        assert status == 201
+        await ff.create(input_payload=[i % 256])
 
 
 async def test_sixteen_workers_on_two_appliances_complete_each_task_exactly_once(
@@ -80,10 +78,10 @@ async def test_work_made_claimable_on_one_appliance_is_announced_to_the_other(
         if lane == "announced":
             arrived.set()
 
-    async with (open_harness("postgres", postgres_backend_options) as a,
+    async with (open_harness("postgres", postgres_backend_options, serve=False) as a,
                 open_harness("postgres", postgres_backend_options) as b):
         async with trio.open_nursery() as nursery:
-            await nursery.start(a.backend.serve_work_notifications, notify)
+            await nursery.start(a.backend.serve, notify)
             await b.create(lane_id="announced")
             with trio.fail_after(5):
                 await arrived.wait()
@@ -100,10 +98,10 @@ async def test_an_appliance_is_not_told_about_work_it_announced_itself(postgres_
         if lane == "theirs":
             arrived.set()
 
-    async with (open_harness("postgres", postgres_backend_options) as a,
+    async with (open_harness("postgres", postgres_backend_options, serve=False) as a,
                 open_harness("postgres", postgres_backend_options) as b):
         async with trio.open_nursery() as nursery:
-            await nursery.start(a.backend.serve_work_notifications, notify)
+            await nursery.start(a.backend.serve, notify)
             await a.create(lane_id="ours")
             await b.create(lane_id="theirs")
             with trio.fail_after(5):

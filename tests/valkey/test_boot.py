@@ -9,7 +9,6 @@ from appliance.backend.plugins import get_plugin_manager
 from appliance.config import load_config
 from appliance.core.errors import StartupError
 from appliance.testing import open_harness
-from flowfabric_lua import library_source
 from flowfabric_valkey import LIBRARY_VERSION
 from flowfabric_valkey.library import versioned_source
 
@@ -49,7 +48,7 @@ async def test_same_partition_counts_boot_again(valkey_backend_options):
 def test_library_declares_the_version_python_expects():
     source, version = versioned_source()
     assert source.startswith("#!lua name=flowfabric\n")
-    assert f"local LIBRARY_VERSION = '{LIBRARY_VERSION}'" in library_source()
+    assert f"local LIBRARY_VERSION = '{LIBRARY_VERSION}'" in source
     assert version.startswith(LIBRARY_VERSION + ".") and version.split(".")[1] in source
 
 

@@ -32,10 +32,11 @@ async def appliance(server: RedisServer, notify: Callable[[str], None] | None = 
                     ) -> AsyncIterator[Harness]:
     """An in-process appliance with its long-running task (Pub/Sub and the circuit's probe)
     started, as ``flowfabric serve`` starts it."""
-    async with open_harness("valkey", {"FF_VALKEY_URL": server.url}) as ff:
+    async with open_harness("valkey", {"FF_VALKEY_URL": server.url},
+                            serve=notify is None) as ff:
         async with trio.open_nursery() as nursery:
-            await nursery.start(ff.backend.serve_work_notifications,
-                                notify or ff.service.work.notify)
+            if notify is not None:
+                await nursery.start(ff.backend.serve, notify)
             yield ff
             nursery.cancel_scope.cancel()
 

@@ -36,18 +36,13 @@ async def test_two_appliances_complete_every_task_exactly_once(valkey_backend_op
                 completed[task["execution_id"]] += 1
 
         with trio.fail_after(DEADLINE_S):
-            async with trio.open_nursery() as listeners:
-                for ff in (one, two):
-                    await listeners.start(ff.backend.serve_work_notifications,
-                                          ff.service.work.notify)
-                async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
                     for ff in (one, two):
                         for _ in range(PRODUCERS_PER_APPLIANCE):
                             nursery.start_soon(produce, ff,
                                                TASKS // 2 // PRODUCERS_PER_APPLIANCE)
                         for i in range(WORKERS_PER_APPLIANCE):
                             nursery.start_soon(work, ff, f"{id(ff)}-{i}")
-                listeners.cancel_scope.cancel()
         states = {(await two.info(eid))["public_state"] for eid in created[::50]}
     assert len(created) == TASKS
     assert set(completed) == set(created)
@@ -57,7 +52,7 @@ async def test_two_appliances_complete_every_task_exactly_once(valkey_backend_op
 
 async def test_work_made_claimable_by_one_appliance_wakes_the_other(valkey_backend_options):
     async with (open_harness("valkey", valkey_backend_options) as one,
-                open_harness("valkey", valkey_backend_options) as two):
+                open_harness("valkey", valkey_backend_options, serve=False) as two):
         heard: list[str] = []
         arrived = trio.Event()
 
@@ -66,7 +61,7 @@ async def test_work_made_claimable_by_one_appliance_wakes_the_other(valkey_backe
             arrived.set()
 
         async with trio.open_nursery() as nursery:
-            await nursery.start(two.backend.serve_work_notifications, notify)
+            await nursery.start(two.backend.serve, notify)
             with trio.fail_after(5):
                 while not arrived.is_set():
                     await one.create(lane_id="reports")

@@ -9,7 +9,7 @@ import json
 import pytest
 from backend_setups.valkey import redis_cli
 
-from appliance.core.fields import DURATION_MAX_MS
+from appliance.core.limits import DURATION_MAX_MS
 from appliance.core.policy import load_policy
 from appliance.testing import open_harness
 

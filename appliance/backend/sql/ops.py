@@ -1,24 +1,28 @@
 """Execution operations for SQL stores, written once for every dialect.
 
 Each public function is an operation generator (see ``statements``) that a
-backend runs inside one transaction. Rules come from ``core.transitions``;
-this module only loads rows, applies a rule and writes back what changed.
+backend runs inside one transaction. Rules come from the core registry; this
+module only loads rows, applies a rule and writes back what changed — the
+execution's changed columns and the rule's typed writes — and derives the lanes
+made claimable (announced to other appliances with ``notify``, returned for the
+local wake-up).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from appliance.core import transitions as rules
-from appliance.core.contracts import CancelArgs, ClaimArgs, CreateArgs, ListPage
-from appliance.core.errors import ExecutionNotFound, InvalidHandle
-from appliance.core.handle import Handle
+from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
+from appliance.core.effects import DeleteExecution, Effect, NewAttempt, StoreResult, UpdateAttempt
+from appliance.core.operations import Applied, Ctx, Missing, Mutation
+from appliance.core.outcomes import Claimed, Created, Duplicate
 from appliance.core.record import ATTEMPT_COLUMNS, EXECUTION_COLUMNS, Execution
-from appliance.core.transitions import CommitThenRaise, Ctx, Effect
+from appliance.core.scanners import Scanner
+from appliance.core.transitions import NoArgs, promote_delayed
 
-from .statements import Deferred, Op, all_, exec_, notify, one
+from .statements import Op, all_, exec_, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 CLAIM_WINDOW = 64
@@ -37,55 +41,57 @@ def load(execution_id: str, lock: str = "{lock}") -> Op:
     return Execution.from_row(row) if row else None
 
 
-def _save(ex: Execution, before: dict[str, Any]) -> Op:
+def write(ex: Execution, before: dict[str, Any], effect: Effect) -> Op:
+    """The changed columns and the effect's writes; returns the lanes made claimable."""
+    if any(isinstance(w, DeleteExecution) for w in effect.writes):
+        yield from _delete(ex.execution_id)
+        return ()
     changed = {k: v for k, v in ex.to_row().items() if before[k] != v}
     if changed:
         sets = ", ".join(f"{k} = ?" for k in changed)
         yield exec_(f"UPDATE ff_exec SET {sets} WHERE execution_id = ?",
                     *changed.values(), ex.execution_id)
-
-
-def _write(ex: Execution, before: dict[str, Any], effect: Effect) -> Op:
-    yield from _save(ex, before)
-    if effect.attempt_update and effect.attempt_update_index is not None:
-        sets = ", ".join(f"{k} = ?" for k in effect.attempt_update)
-        yield exec_(f"UPDATE ff_attempt SET {sets} WHERE execution_id = ? AND attempt_index = ?",
-                    *effect.attempt_update.values(), ex.execution_id,
-                    effect.attempt_update_index)
-    if effect.new_attempt is not None:
-        row = effect.new_attempt.to_row()
-        yield exec_(_INSERT_ATTEMPT, *(row[c] for c in ATTEMPT_COLUMNS))
-    if effect.result is not None:
-        yield exec_("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?",
-                    effect.result or None, ex.execution_id)
-
-
-def mutate(execution_id: str, rule: Callable[[Execution], Effect],
-           missing: Callable[[], Exception] | None = None) -> Op:
-    """Load, apply one rule, write back; the rule's outcome is the answer."""
-    ex = yield from load(execution_id)
-    if ex is None:
-        raise missing() if missing else ExecutionNotFound(execution_id)
-    before = ex.to_row()
-    try:
-        effect = rule(ex)
-    except CommitThenRaise as deferred:
-        yield from _save(ex, before)
-        return Deferred(deferred.error)
-    yield from _write(ex, before, effect)
-    if ex.claimable and not before["claimable"]:
+    for w in effect.writes:
+        if isinstance(w, UpdateAttempt):
+            sets = ", ".join(f"{k} = ?" for k in w.values)
+            yield exec_(f"UPDATE ff_attempt SET {sets} WHERE execution_id = ? AND "
+                        f"attempt_index = ?", *w.values.values(), ex.execution_id, w.index)
+        elif isinstance(w, NewAttempt):
+            row = w.attempt.to_row()
+            yield exec_(_INSERT_ATTEMPT, *(row[c] for c in ATTEMPT_COLUMNS))
+        elif isinstance(w, StoreResult):
+            yield exec_("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?", w.data,
+                        ex.execution_id)
+    if rules.made_claimable(before["claimable"], ex):
         yield notify(ex.lane_id)
-    return effect.outcome
+        return (ex.lane_id,)
+    return ()
 
 
-def _by_handle(handle: Handle, rule: Callable[[Execution], Effect]) -> Op:
-    def missing() -> Exception:
-        return InvalidHandle(f"handle names execution {handle.execution_id}, which does not "
-                             f"exist (or was purged after retention)")
-    return (yield from mutate(handle.execution_id, rule, missing))
+def _delete(execution_id: str) -> Op:
+    yield exec_("DELETE FROM ff_attempt WHERE execution_id = ?", execution_id)
+    yield exec_("DELETE FROM ff_exec_data WHERE execution_id = ?", execution_id)
+    yield exec_("DELETE FROM ff_exec WHERE execution_id = ?", execution_id)
 
 
-# -- ingress and operator -----------------------------------------------------------
+def apply(m: Mutation, ctx: Ctx) -> Op:
+    """Load, apply the operation's rule, write back: one mutation, one ``Applied``.
+
+    Scanner-style operations (a missing execution is nothing to do) pass over a row
+    another appliance holds; the others wait for it."""
+    lock = "{skip_locked}" if m.op.missing is Missing.IGNORE else "{lock}"
+    ex = yield from load(m.execution_id, lock)
+    if ex is None:
+        return Applied(error=m.op.missing_error(m.execution_id))
+    before = ex.to_row()
+    effect = m.op.rule(ex, m.args, ctx)
+    if effect is None:
+        return Applied()
+    woken = yield from write(ex, before, effect)
+    return Applied(effect.outcome, effect.error, woken)
+
+
+# -- ingress ------------------------------------------------------------------------
 
 def create(args: CreateArgs, ctx: Ctx) -> Op:
     ex = rules.create(args, ctx)
@@ -99,20 +105,24 @@ def create(args: CreateArgs, ctx: Ctx) -> Op:
             row = yield one("SELECT execution_id, expires_at FROM ff_idem WHERE partition_id = ? "
                             "AND namespace = ? AND idem_key = ?{lock}", *key)
             if row["expires_at"] > ctx.now:
-                return {"Duplicate": {"execution_id": row["execution_id"]}}
+                return Applied(Duplicate(row["execution_id"]))
             yield exec_("UPDATE ff_idem SET execution_id = ?, expires_at = ? WHERE "
                         "partition_id = ? AND namespace = ? AND idem_key = ?",
                         args.execution_id, ctx.now + ttl, *key)
     row = ex.to_row()
     inserted = yield exec_(_INSERT_EXEC, *(row[c] for c in EXECUTION_COLUMNS))
     if not inserted:
-        return {"Duplicate": {"execution_id": args.execution_id}}
+        return Applied(Duplicate(args.execution_id))
     yield exec_("INSERT INTO ff_exec_data (execution_id, input_payload) VALUES (?, ?)",
                 args.execution_id, args.input_payload)
+    woken: tuple[str, ...] = ()
     if ex.claimable:
         yield notify(ex.lane_id)
-    return {"Created": {"execution_id": ex.execution_id, "public_state": ex.public_state}}
+        woken = (ex.lane_id,)
+    return Applied(Created(ex.execution_id, ex.public_state), woken=woken)
 
+
+# -- reads --------------------------------------------------------------------------
 
 def get(execution_id: str) -> Op:
     return (yield from load(execution_id, lock=""))
@@ -141,23 +151,7 @@ def list_page(partition: int, cursor: str | None, limit: int) -> Op:
     return ListPage(ids, ids[-1] if more else None)
 
 
-def cancel(args: CancelArgs, ctx: Ctx) -> Op:
-    return (yield from mutate(args.execution_id, lambda ex: rules.cancel(ex, args, ctx)))
-
-
-def change_priority(execution_id: str, priority: int, ctx: Ctx) -> Op:
-    return (yield from mutate(execution_id, lambda ex: rules.change_priority(ex, priority, ctx)))
-
-
-def replay(execution_id: str, ctx: Ctx) -> Op:
-    return (yield from mutate(execution_id, lambda ex: rules.replay(ex, ctx)))
-
-
-def revoke_lease(execution_id: str, reason: str, ctx: Ctx) -> Op:
-    return (yield from mutate(execution_id, lambda ex: rules.revoke_lease(ex, reason, ctx)))
-
-
-# -- worker side ----------------------------------------------------------------------
+# -- claiming -----------------------------------------------------------------------
 
 #: The distinct capability requirements among a lane's claimable work, read as
 #: a loose index scan (one index seek per distinct set, whatever the backlog).
@@ -182,7 +176,7 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
                      "NULL AND delay_until <= ? ORDER BY delay_until LIMIT ?",
                      args.lane_id, ctx.now, PROMOTE_ON_CLAIM)
     for row in due:
-        yield from _apply_if_due(row["execution_id"], rules.promote_delayed, ctx)
+        yield from apply(Mutation(promote_delayed, row["execution_id"], NoArgs()), ctx)
     worker_caps = set(args.capabilities)
     sets = yield all_(_REQUIREMENT_SETS, args.lane_id, args.lane_id)
     heads = []
@@ -202,100 +196,31 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
             before = ex.to_row()
             effect = rules.claim(ex, args, ctx, lease_id=str(uuid.uuid4()),
                                  attempt_id=str(uuid.uuid4()))
-            yield from _write(ex, before, effect)
-            if effect.handle is None:
+            yield from write(ex, before, effect)
+            if not isinstance(effect.outcome, Claimed):
                 continue  # the reclaim cap ended it instead; look again
             data = yield one("SELECT input_payload FROM ff_exec_data WHERE execution_id = ?",
                              ex.execution_id)
             payload = data["input_payload"] if data else None
-            return effect.outcome, bytes(payload) if payload is not None else b""
+            task = rules.claim_answer(ex, effect.outcome.attempt_type, args.lease_ttl_ms)
+            return task, bytes(payload) if payload is not None else b""
     return None
-
-
-def renew(handle: Handle, ttl: int | None, ctx: Ctx) -> Op:
-    return (yield from _by_handle(handle, lambda ex: rules.renew(ex, handle.fence, ttl, ctx)))
-
-
-def progress(handle: Handle, pct: int | None, message: str | None, ctx: Ctx) -> Op:
-    return (yield from _by_handle(
-        handle, lambda ex: rules.progress(ex, handle.fence, pct, message, ctx)))
-
-
-def complete(handle: Handle, result: bytes | None, encoding: str | None, ctx: Ctx) -> Op:
-    return (yield from _by_handle(
-        handle, lambda ex: rules.complete(ex, handle.fence, result, encoding, ctx)))
-
-
-def fail(handle: Handle, reason: str, category: str | None, ctx: Ctx) -> Op:
-    return (yield from _by_handle(
-        handle, lambda ex: rules.fail(ex, handle.fence, reason, category, ctx)))
-
-
-def delay(handle: Handle, delay_until: int, ctx: Ctx) -> Op:
-    return (yield from _by_handle(
-        handle, lambda ex: rules.delay(ex, handle.fence, delay_until, ctx)))
 
 
 # -- scanners -----------------------------------------------------------------------
 
-_DUE = {
-    "lease_expiry": ("SELECT execution_id FROM ff_exec WHERE ownership_state = 'leased' AND "
-                     "lease_expires_at <= ? ORDER BY lease_expires_at LIMIT ?",
-                     rules.mark_lease_expired),
-    "delayed_promoter": ("SELECT execution_id FROM ff_exec WHERE delay_until IS NOT NULL AND "
-                         "delay_until <= ? ORDER BY delay_until LIMIT ?", rules.promote_delayed),
-    "attempt_timeout": ("SELECT execution_id FROM ff_exec WHERE attempt_deadline_at IS NOT NULL "
-                        "AND attempt_deadline_at <= ? ORDER BY attempt_deadline_at LIMIT ?",
-                        rules.expire_attempt),
-    "execution_deadline": ("SELECT execution_id FROM ff_exec WHERE execution_deadline_at IS NOT "
-                           "NULL AND execution_deadline_at <= ? ORDER BY execution_deadline_at "
-                           "LIMIT ?", rules.expire_execution),
-}
-
-
-def due(scanner: str, now: int, limit: int) -> Op:
-    rows = yield all_(_DUE[scanner][0], now, limit)
+def due(scanner: Scanner, now: int, limit: int) -> Op:
+    only = f" AND {scanner.only[0]} = ?" if scanner.only else ""
+    params = (scanner.only[1],) if scanner.only else ()
+    rows = yield all_(f"SELECT execution_id FROM ff_exec WHERE {scanner.clock} IS NOT NULL AND "
+                      f"{scanner.clock} <= ?{only} ORDER BY {scanner.clock} LIMIT ?",
+                      now, *params, limit)
     return [r["execution_id"] for r in rows]
 
 
-def _apply_if_due(execution_id: str, rule: Callable[[Execution, Ctx], Effect | None],
-                  ctx: Ctx) -> Op:
-    ex = yield from load(execution_id, lock="{skip_locked}")
-    if ex is None:
-        return None
-    before = ex.to_row()
-    effect = rule(ex, ctx)
-    if effect is None:
-        return None
-    yield from _write(ex, before, effect)
-    if ex.claimable and not before["claimable"]:
-        yield notify(ex.lane_id)
-        return ex.lane_id
-    return ""
-
-
-def apply_scanner(scanner: str, execution_id: str, ctx: Ctx) -> Op:
-    """Re-check and apply one scanner rule; returns the lane it made claimable, "" or None."""
-    return (yield from _apply_if_due(execution_id, _DUE[scanner][1], ctx))
-
-
-def quarantine(execution_id: str, reason: str, ctx: Ctx) -> Op:
-    """End an execution a scanner keeps failing on; True if it was changed."""
-    changed = yield from _apply_if_due(execution_id,
-                                       lambda ex, c: rules.quarantine(ex, reason, c), ctx)
-    return changed is not None
-
-
-def purge(now: int, limit: int) -> Op:
-    """Delete terminal executions past retention, and expired idempotency keys."""
-    rows = yield all_("SELECT execution_id FROM ff_exec WHERE purge_at IS NOT NULL AND "
-                      "purge_at <= ? ORDER BY purge_at LIMIT ?", now, limit)
-    for row in rows:
-        eid = row["execution_id"]
-        yield exec_("DELETE FROM ff_attempt WHERE execution_id = ?", eid)
-        yield exec_("DELETE FROM ff_exec_data WHERE execution_id = ?", eid)
-        yield exec_("DELETE FROM ff_exec WHERE execution_id = ?", eid)
-    yield exec_("DELETE FROM ff_idem WHERE (partition_id, namespace, idem_key) IN (SELECT "
-                "partition_id, namespace, idem_key FROM ff_idem WHERE expires_at <= ? LIMIT ?)",
-                now, limit)
-    return len(rows)
+def sweep(now: int, limit: int) -> Op:
+    """Delete expired idempotency keys."""
+    gone = yield exec_("DELETE FROM ff_idem WHERE (partition_id, namespace, idem_key) IN "
+                       "(SELECT partition_id, namespace, idem_key FROM ff_idem WHERE "
+                       "expires_at <= ? LIMIT ?)", now, limit)
+    return gone

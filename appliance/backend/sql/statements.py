@@ -43,13 +43,6 @@ def notify(lane: str) -> Stmt:
     return Stmt("", (lane,), "notify")
 
 
-@dataclass(frozen=True, slots=True)
-class Deferred:
-    """An operation's answer that is an error, raised only after its writes commit."""
-
-    error: Exception
-
-
 class Dialect:
     """How one SQL engine spells the few things that differ."""
 

@@ -35,9 +35,9 @@ class MemoryBackend(SqlBackend):
         for _version, _name, sql in migrations("sqlite"):
             conn.executescript(sql)
         self._conn = conn
-        await self._check_partitions()
+        await self.check_partitions()
 
-    async def _run(self, factory: OpFactory) -> Any:
+    async def run(self, factory: OpFactory) -> Any:
         conn = self._conn
         assert conn is not None, "prepare() first"
         conn.execute("BEGIN")

@@ -1,0 +1,62 @@
+"""The scanners, declared once: config, the engine, the SQL and Valkey stores and the Lua
+library all derive theirs from ``SCANNERS``.
+
+A scanner finds the executions whose ``clock`` field has come (and, if ``only``
+is set, whose field equals a value), in bounded batches, and applies its
+operation to each; the operation re-checks due-ness under the store's own
+atomicity, so several appliances may scan one store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .operations import Operation, jitter_draw
+from .settings import Setting
+from .transitions import (JitterArgs, NoArgs, expire_attempt, expire_execution,
+                          mark_lease_expired, promote_delayed, purge)
+
+
+@dataclass(frozen=True, slots=True)
+class Scanner:
+    name: str
+    #: The interval setting, its default, and whether it counts milliseconds or seconds.
+    setting: str
+    default: int
+    millis: bool
+    batch: int
+    op: Operation[Any]
+    #: The Execution field holding the time this scanner waits for.
+    clock: str
+    #: The short name of its index in a store that keeps one per scanner (Valkey).
+    index: str
+    #: (field, value): only executions with this field value are due.
+    only: tuple[str, str] | None = None
+    args: Callable[[], Any] = NoArgs
+
+    @property
+    def declaration(self) -> Setting:
+        unit = "ms" if self.millis else "s"
+        return Setting(self.setting, str(self.default),
+                       f"{self.name.replace('_', '-')} scanner interval ({unit}); 0 disables")
+
+    def interval_s(self, raw: int) -> float:
+        return raw / 1000 if self.millis else float(raw)
+
+
+SCANNERS: tuple[Scanner, ...] = (
+    Scanner("lease_expiry", "FF_LEASE_EXPIRY_INTERVAL_MS", 1500, True, 50, mark_lease_expired,
+            "lease_expires_at", "lease", only=("ownership_state", "leased")),
+    Scanner("delayed_promoter", "FF_DELAYED_PROMOTER_INTERVAL_MS", 750, True, 50,
+            promote_delayed, "delay_until", "delayed"),
+    Scanner("attempt_timeout", "FF_ATTEMPT_TIMEOUT_INTERVAL_S", 2, False, 50, expire_attempt,
+            "attempt_deadline_at", "adl", args=lambda: JitterArgs(jitter_draw())),
+    Scanner("execution_deadline", "FF_EXECUTION_DEADLINE_INTERVAL_S", 5, False, 50,
+            expire_execution, "execution_deadline_at", "edl"),
+    Scanner("retention_trimmer", "FF_RETENTION_TRIMMER_INTERVAL_S", 60, False, 20, purge,
+            "purge_at", "purge"),
+)
+
+BY_NAME = {s.name: s for s in SCANNERS}

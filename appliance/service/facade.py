@@ -1,0 +1,96 @@
+"""The service facade over a backend: operations through the registry, wake-ups in one
+place, the long-polling claim, reads.
+
+Nothing here knows about HTTP. Every state change goes through ``apply`` or
+``create`` (or a claim), and every lane they report as made claimable wakes the
+claims waiting on it here, and only here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import trio
+
+from appliance.backend import Backend
+from appliance.config import Config
+from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
+from appliance.core.errors import ExecutionNotFound
+from appliance.core.operations import Applied, Mutation, Operation
+from appliance.core.outcomes import Outcome
+from appliance.core.record import Execution
+
+from .work import WorkSignal
+
+
+class Service:
+    def __init__(self, backend: Backend, config: Config) -> None:
+        self.backend = backend
+        self.config = config
+        self.work = WorkSignal()
+        self.background: Any = None  # the supervisor's bounded background nursery
+
+    # -- state changes --------------------------------------------------------------------
+    async def apply(self, op: Operation[Any], execution_id: str, args: Any) -> Outcome:
+        """One operation on one execution: its answer, or its typed error raised."""
+        [applied] = await self.apply_many([Mutation(op, execution_id, args)])
+        outcome = applied.unwrap()
+        assert outcome is not None, f"{op.name} answered nothing"
+        return outcome
+
+    async def apply_many(self, mutations: Sequence[Mutation]) -> list[Applied]:
+        applied = await self.backend.apply(mutations)
+        self.wake(lane for a in applied for lane in a.woken)
+        return applied
+
+    async def create(self, batch: Sequence[CreateArgs]) -> list[Applied]:
+        applied = await self.backend.create(batch)
+        self.wake(lane for a in applied for lane in a.woken)
+        return applied
+
+    def wake(self, lanes: Iterable[str]) -> None:
+        """Wake one waiting claim per lane made claimable (each wake costs a claim)."""
+        for lane in lanes:
+            self.work.notify(lane)
+
+    # -- claiming -------------------------------------------------------------------------
+    async def claim(self, args: ClaimArgs, wait_ms: int) -> tuple[dict[str, Any], bytes] | None:
+        """Lease work, waiting up to ``wait_ms`` for some to arrive (None: nothing came).
+
+        A waiter registers before it looks, so a wake-up between its look and its wait
+        is never lost; with ``FF_CLAIM_REPOLL_MS`` it also looks again that often, for
+        wake-ups another appliance's notification might have lost.
+        """
+        deadline = trio.current_time() + wait_ms / 1000
+        repoll = self.config.claim_repoll_s or float("inf")
+        while True:
+            woken = self.work.waiter(args.lane_id)
+            got = None
+            try:
+                got = await self.backend.claim(args)
+                if got is not None:
+                    return got
+                remaining = deadline - trio.current_time()
+                if remaining <= 0 or self.work.closing:
+                    return None
+                with trio.move_on_after(min(remaining, repoll)):
+                    await woken.wait()
+            finally:
+                self.work.done(args.lane_id, woken, claimed=got is not None)
+
+    # -- reads --------------------------------------------------------------------------------
+    async def record(self, execution_id: str) -> Execution:
+        ex = await self.backend.get_execution(execution_id)
+        if ex is None:
+            raise ExecutionNotFound.of(execution_id=execution_id)
+        return ex
+
+    async def result(self, execution_id: str) -> tuple[Execution, bytes | None]:
+        found = await self.backend.get_result(execution_id)
+        if found is None:
+            raise ExecutionNotFound.of(execution_id=execution_id)
+        return found
+
+    async def list_executions(self, partition: int, cursor: str | None, limit: int) -> ListPage:
+        return await self.backend.list_executions(partition, cursor, limit)

@@ -1,0 +1,19 @@
+-- Part 4: registration. Every operation core.operations declares (OPERATIONS, generated) gets
+-- a function from its rule in RULES; ff_operations answers which did (an operation without a
+-- Lua rule is one this store does not support; tests keep the in-tree ones complete).
+-- Only the core language works while a library loads (no pairs, no error): hence the loop.
+
+local supported = {}
+for i = 1, #OPERATIONS do
+  local name, fn = OPERATIONS[i][1], OPERATIONS[i][2]
+  if RULES[name] ~= nil then
+    register(fn, operation(RULES[name]))
+    supported[#supported + 1] = name
+  end
+end
+
+register_read('ff_version', function() return LIBRARY_VERSION .. '.' .. SOURCE_DIGEST end)
+register_read('ff_operations', function() return supported end)
+register_read('ff_read', read)
+register('ff_create', create)
+register_raw('ff_claim', claim)
