@@ -1,6 +1,5 @@
 """Shared fixtures: every ``<name>_backend_options`` fixture from tests/backend_setups/."""
 
-import importlib
 import pkgutil
 import subprocess
 import sys
@@ -8,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-for _module in pkgutil.iter_modules([str(Path(__file__).parent / "backend_setups")]):
-    _mod = importlib.import_module(f"backend_setups.{_module.name}")
-    globals().update({k: v for k, v in vars(_mod).items() if k.endswith("_backend_options")
-                      or k.endswith("_server")})
+#: Each module of tests/backend_setups/ is a fixture plugin (``<name>_backend_options``).
+pytest_plugins = [f"backend_setups.{m.name}" for m in
+                  pkgutil.iter_modules([str(Path(__file__).parent / "backend_setups")])]
 
 
 @pytest.fixture(scope="session")

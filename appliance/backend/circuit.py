@@ -49,6 +49,8 @@ class Circuit:
         self.opened_at: float | None = None
         self.last_success: float | None = None
         self.reason = ""
+        #: Probes the store answered (for tests and, later, metrics).
+        self.probes_answered = 0
         self._down_since = 0.0
         self._closed = trio.Event()
         self._closed.set()
@@ -171,6 +173,7 @@ class Circuit:
                 await self._probe()
             except Exception as exc:
                 return _first_line(exc)
+            self.probes_answered += 1
             return None
         return f"no answer within {self.probe_timeout_s:g}s"
 

@@ -149,9 +149,8 @@ class Plugins:
             raise StartupError(
                 f"unknown backend {name!r}: set FF_BACKEND / --backend to one of "
                 f"{', '.join(self.backend_names()) or '(none installed)'}{hint}")
-        plugin = self.pm.get_plugin(self.owners[name])
-        try:
-            backend = plugin.flowfabric_backend(name=name, config=config)
+        try:  # firstresult: the first plugin answering for ``name`` builds it
+            backend = self.pm.hook.flowfabric_backend(name=name, config=config)
         except StartupError:
             raise
         except Exception as exc:

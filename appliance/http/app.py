@@ -3,6 +3,9 @@ mapping."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -19,7 +22,9 @@ from .routing import Routes
 RESOURCES = (executions, workers)
 
 
-def create_app(service: Service, config: Config) -> QuartTrio:
+def create_app(service: Service, config: Config, resources: Sequence[Any] = RESOURCES
+               ) -> QuartTrio:
+    """The app; ``resources`` are modules (or objects) with ``routes(service, r)``."""
     app = QuartTrio("flowfabric")
     app.asgi_http_class = ShieldedSendConnection
     app.config["MAX_CONTENT_LENGTH"] = LARGE
@@ -50,6 +55,6 @@ def create_app(service: Service, config: Config) -> QuartTrio:
         await service.backend.ping()
         return json_response({"status": "ok"})
 
-    for resource in RESOURCES:
+    for resource in resources:
         app.register_blueprint(resource.routes(service, r))
     return app

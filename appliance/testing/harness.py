@@ -12,7 +12,7 @@ Scanners do not run on their own; a test moves the clock and ticks them::
 from __future__ import annotations
 
 import json as jsonlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +27,7 @@ from appliance.config import Config, load_config
 from appliance.core.clock import FakeClock
 from appliance.engine import Engine, ScanResult
 from appliance.http import create_app
+from appliance.http.app import RESOURCES
 from appliance.service import Service
 
 
@@ -98,11 +99,13 @@ class Harness:
 
 @asynccontextmanager
 async def open_harness(backend: str, options: Mapping[str, str] | None = None, *,
-                       serve: bool = True) -> AsyncIterator[Harness]:
+                       serve: bool = True, resources: Sequence[Any] = ()
+                       ) -> AsyncIterator[Harness]:
     """Prepare ``backend`` with ``options`` (FF_* settings), run its own task as the
     supervisor does, and serve the app in-process.
 
-    ``serve=False`` leaves starting ``backend.serve`` to the test (to hear the
+    ``resources`` add routes (see ``appliance.http.create_app``). ``serve=False`` leaves
+    starting ``backend.serve`` to the test (to hear the
     notifications itself). Long-polling claims look again only when woken (``FF_CLAIM_REPOLL_MS=0`` unless the
     options say otherwise), so a lost wake-up fails a test instead of costing a re-poll.
     """
@@ -115,7 +118,7 @@ async def open_harness(backend: str, options: Mapping[str, str] | None = None, *
         try:
             service = Service(instance, config)
             engine = Engine(instance, config.scanner_intervals_s, service.wake, clock.now_ms)
-            app = create_app(service, config)
+            app = create_app(service, config, (*RESOURCES, *resources))
             async with trio.open_nursery() as nursery:
                 if serve:
                     await nursery.start(instance.serve, service.work.notify)

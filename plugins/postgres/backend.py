@@ -26,8 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
 from appliance.backend import BackendEnv
 from appliance.backend.circuit import Circuit
-from appliance.backend.sql.backend import SqlBackend
-from appliance.backend.sql.statements import POSTGRES, OpFactory, run_async
+from appliance.backend.sql import POSTGRES, OpFactory, SqlBackend, run_async
 from appliance.core.errors import FlowFabricError, StartupError, StoreUnavailable
 
 from . import DEFAULT_POOL_SIZE

@@ -13,8 +13,7 @@ from urllib.parse import quote
 import trio
 
 from appliance.backend import BackendEnv
-from appliance.backend.sql.backend import SqlBackend
-from appliance.backend.sql.statements import SQLITE, OpFactory, run_blocking
+from appliance.backend.sql import SQLITE, OpFactory, SqlBackend, run_blocking
 from appliance.core.errors import StartupError
 from flowfabric_sql import pending
 

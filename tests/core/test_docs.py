@@ -10,6 +10,7 @@ import flowfabric_postgres
 import flowfabric_sqlite
 import flowfabric_valkey
 from appliance.config import SETTINGS
+from appliance.core.errors import KINDS
 
 README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 IN_TREE = (flowfabric_sqlite, flowfabric_valkey, flowfabric_postgres)
@@ -37,3 +38,16 @@ def test_the_sqlite_plugin_owns_its_path_and_flag():
     (path,) = flowfabric_sqlite.flowfabric_settings()
     assert (path.env, path.default, path.flag) == ("FF_SQLITE_PATH", "flowfabric.db",
                                                     "--sqlite-path")
+
+
+HTTP_API = (Path(__file__).parents[2] / "spec" / "http-api.md").read_text(encoding="utf-8")
+#: Kinds only the HTTP layer answers (werkzeug's errors and the listener's own answers).
+HTTP_KINDS = ("route_not_found", "method_not_allowed", "body_timeout", "malformed_request",
+              "overloaded")
+#: Base classes: their subclasses' kinds are the ones answered.
+ABSTRACT = {"not_found", "conflict"}
+
+
+@pytest.mark.parametrize("kind", sorted((set(KINDS) - ABSTRACT) | set(HTTP_KINDS)))
+def test_the_http_reference_lists_every_error_kind(kind):
+    assert f"`{kind}`" in HTTP_API, f"spec/http-api.md does not list the error kind {kind!r}"

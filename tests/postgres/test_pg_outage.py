@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import psycopg
 import trio
 from pg_support import asyncio_loop, prepared
 from support.serve_process import ApplianceProcess
@@ -218,32 +219,33 @@ async def test_business_errors_never_open_the_circuit(pg_url):
         assert (await ff.call("GET", "/healthz")).status == 200
 
 
+def sleeping_queries(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                           "'SELECT pg_sleep%%' AND state = 'active'").fetchone()
+    return row[0]
+
+
 async def test_a_pool_busy_for_longer_than_the_wait_does_not_open_the_circuit(pg_url):
     async with appliance(pg_url, FF_POSTGRES_POOL_SIZE="1") as ff:
         eid = await ff.create()
         circuit = ff.backend.circuit
-        answered: list[float] = []
-        probe = circuit._probe
-
-        async def counted_probe() -> None:
-            await probe()
-            answered.append(trio.current_time())
-
-        circuit._probe = counted_probe
+        answered_before = circuit.probes_answered
 
         def slow():
             yield one("SELECT pg_sleep(1.5) AS slept")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(ff.backend.run, slow)
-            await until(lambda: ff.backend._pool.get_stats()["pool_available"] == 0)
+            await until(lambda: sleeping_queries(pg_url) == 1)  # the pool's one connection
             healthz, took_healthz = await timed(ff, "GET", "/healthz")
             busy, took_busy = await timed(ff, "GET", f"/v1/executions/{eid_path(eid)}")
         assert_retryable(healthz)
         assert_retryable(busy)
         assert "in use" in busy.body["error"], busy
         assert took_healthz < HEALTHZ_S
-        await until(lambda: bool(answered))  # the suspicion probe found the server fine
+        # the suspicion probe found the server fine
+        await until(lambda: circuit.probes_answered > answered_before)
         assert not circuit.is_open
         assert (await ff.call("GET", f"/v1/executions/{eid_path(eid)}")).status == 200
         print(f"\n[postgres, pool busy] /healthz {ms(took_healthz)}, request {ms(took_busy)}")

@@ -6,8 +6,7 @@ import sqlite3
 from typing import Any
 
 from appliance.backend import BackendEnv, Setting, hookimpl
-from appliance.backend.sql.backend import SqlBackend
-from appliance.backend.sql.statements import SQLITE, OpFactory, run_blocking
+from appliance.backend.sql import SQLITE, OpFactory, SqlBackend, run_blocking
 from flowfabric_sql import migrations
 
 __all__ = ["MemoryBackend"]
