@@ -210,8 +210,10 @@ local function memberships(ex)
   return m
 end
 
--- Lanes that gained claimable work in this call ("<partition>:<lane>"), published at the end.
+-- Lanes that gained claimable work in this call ("<partition>:<lane>"), published at the end,
+-- and how many executions became claimable.
 local woken = {}
+local made_claimable = 0
 
 -- When the lane's work on this partition is next claimable, kept in ff:p:{fp:N}:lanes so a
 -- claim can tell which partitions are worth a call (see flowfabric_valkey.lanes).
@@ -241,7 +243,10 @@ local function sync(ex, before, force)
     if force and not now.claim then claim_remove(p, ex, claim_member(ex)) end
     if now.claim then
       claim_add(p, ex, now.claim)
-      if not before.claim then woken[ex.partition_id .. ':' .. lane] = lane end
+      if not before.claim then
+        woken[ex.partition_id .. ':' .. lane] = lane
+        made_claimable = made_claimable + 1
+      end
     end
   end
   for _, s in ipairs(SCANNERS) do
@@ -279,6 +284,6 @@ local function publish_woken()
     redis.call('PUBLISH', WORK_CHANNEL, where)
     lanes[#lanes + 1] = lane
   end
-  woken = {}
+  woken, made_claimable = {}, 0
   return lanes
 end

@@ -135,16 +135,19 @@ local function lease_best(p, lane, a, c)
 end
 
 -- Promote the lane's due delays on this partition, then lease the best execution for the
--- worker. Answers {attempt_type, payload, record, next} or {next}, where next says when the
--- lane's work left here is claimable (0: now, -1: there is none).
+-- worker. Answers {next, promoted, attempt_type, payload, record} or {next, promoted}, where
+-- next says when the lane's work left here is claimable (0: now, -1: there is none) and
+-- promoted how many delays came due (each made an execution claimable).
 local function claim(keys, argv)
   local a = cjson.decode(argv[1])
   local c = ctx(a)
   local p = pkey(string.match(keys[1], '{fp:%d+}'))
   promote_due(p, a.lane_id, a, c)
+  local promoted = made_claimable
   local got = lease_best(p, a.lane_id, a, c) or {}
-  got[#got + 1] = tonumber(redis.call('ZSCORE', p .. 'lanes', a.lane_id)) or -1
-  return got
+  local answer = {tonumber(redis.call('ZSCORE', p .. 'lanes', a.lane_id)) or -1, promoted}
+  for i = 1, #got do answer[#answer + 1] = got[i] end
+  return answer
 end
 
 -- One operation of core.operations: the rule RULES[name] on the execution KEYS[1] names.
@@ -167,7 +170,7 @@ end
 local function register(name, fn)
   redis.register_function(name, function(keys, argv)
     NULL = cjson.null
-    woken = {}
+    woken, made_claimable = {}, 0
     local answer = fn(keys, argv)
     answer.w = publish_woken()
     return jenc(answer)
@@ -177,7 +180,7 @@ end
 local function register_raw(name, fn)
   redis.register_function(name, function(keys, argv)
     NULL = cjson.null
-    woken = {}
+    woken, made_claimable = {}, 0
     local answer = fn(keys, argv)
     publish_woken()
     return answer

@@ -4,7 +4,7 @@ from appliance.core.operations import OPERATIONS, Applied, Mutation
 from appliance.core.settings import Setting
 
 from .hookspecs import hookimpl, hookspec
-from .protocol import BASIC, Backend, BackendBase, BackendEnv
+from .protocol import BASIC, Backend, BackendBase, BackendEnv, Claim
 
-__all__ = ["BASIC", "OPERATIONS", "Applied", "Backend", "BackendBase", "BackendEnv", "Mutation",
-           "Setting", "hookimpl", "hookspec"]
+__all__ = ["BASIC", "OPERATIONS", "Applied", "Backend", "BackendBase", "BackendEnv", "Claim",
+           "Mutation", "Setting", "hookimpl", "hookspec"]

@@ -39,6 +39,13 @@ class BackendEnv:
     retention_ms: int = 24 * 3600 * 1000
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    task: dict[str, Any] | None = None
+    payload: bytes = b""
+    woken: tuple[str, ...] = ()
+
+
 class BackendBase:
     """Base class for backends: every operation defaults to ``Unavailable``."""
 
@@ -100,9 +107,11 @@ class BackendBase:
         key); ``woken`` names the lane of each one claimable at once."""
         raise Unavailable("create", self.name)
 
-    async def claim(self, args: ClaimArgs) -> tuple[dict[str, Any], bytes] | None:
-        """Lease the best claimable execution of the lane for this worker: the task
-        (``transitions.claim_answer``) and its input payload, or None."""
+    async def claim(self, args: ClaimArgs) -> Claim:
+        """Lease the best claimable execution of the lane for this worker (promoting the
+        lane's due delays first): the task (``transitions.claim_answer``) and its input
+        payload, or no task; ``woken`` names the lane once per execution the claim made
+        claimable, the one it took included."""
         raise Unavailable("claim", self.name)
 
     # -- reads ----------------------------------------------------------------

@@ -68,8 +68,11 @@ class Service:
             woken = self.work.waiter(args.lane_id)
             got = None
             try:
-                got = await self.backend.claim(args)
-                if got is not None:
+                claim = await self.backend.claim(args)
+                # Its promotions made work claimable: wake the waiters it did not take.
+                self.wake(claim.woken[1 if claim.task is not None else 0:])
+                if claim.task is not None:
+                    got = claim.task, claim.payload
                     return got
                 remaining = deadline - trio.current_time()
                 if remaining <= 0 or self.work.closing:

@@ -34,6 +34,10 @@ class WorkSignal:
         if queue is not None and not queue:
             self._waiters.pop(lane, None)
 
+    def waiting(self, lane: str) -> int:
+        """How many claims wait on ``lane`` now."""
+        return len(self._waiters.get(lane, ()))
+
     def notify(self, lane: str, count: int = 1) -> None:
         """Wake up to ``count`` waiters of ``lane``, oldest first."""
         queue = self._waiters.get(lane)

@@ -20,7 +20,7 @@ from typing import Any
 import trio
 import trio_asyncio
 
-from appliance.backend import BackendBase, BackendEnv
+from appliance.backend import BackendBase, BackendEnv, Claim
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import StartupError, StoreUnavailable, Unavailable, error_from
@@ -210,10 +210,8 @@ class ValkeyBackend(BackendBase):
         await self._remember(args.lane_id, args.partition_id)
         answer = codec.decode_answer(await self._fcall(
             "ff_create", keys.record(ex.execution_id), call, args.input_payload))
-        woken = tuple(answer.get("w") or ())
-        if woken:
-            self._work.mark(args.partition_id, args.lane_id)
-        return Applied(from_wire(answer["ok"]), woken=woken)
+        self._work.mark(args.partition_id, args.lane_id)  # work (due now or later) is there
+        return Applied(from_wire(answer["ok"]), woken=tuple(answer.get("w") or ()))
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         return codec.execution_from(await self._conn().call(self._conn().client.hgetall,
@@ -241,23 +239,25 @@ class ValkeyBackend(BackendBase):
         return ListPage(ids, ids[-1] if more else None)
 
     # -- claiming -------------------------------------------------------------------------
-    async def claim(self, args: ClaimArgs) -> tuple[dict[str, Any], bytes] | None:
+    async def claim(self, args: ClaimArgs) -> Claim:
         call = self._args(lane_id=args.lane_id, capabilities=",".join(args.capabilities),
                           worker_id=args.worker_id, worker_instance_id=args.worker_instance_id,
                           lease_ttl_ms=args.lease_ttl_ms, lease_id=str(uuid.uuid4()),
                           attempt_id=str(uuid.uuid4()), window=CLAIM_WINDOW,
                           promote_limit=PROMOTE_ON_CLAIM)
         solo = solo_partition(args.lane_id, self.env.partitions.flow)
+        woken: list[str] = []
         for partition in await self._claim_order(args.lane_id, solo, call["now"]):
             got = await self._fcall("ff_claim", keys.partition(partition), call)
-            self._work.seen(args.lane_id, partition, float(got[-1]))
-            if len(got) > 1:
-                attempt_type, payload, flat = got[:3]
+            self._work.seen(args.lane_id, partition, float(got[0]))
+            woken += [args.lane_id] * int(got[1])
+            if len(got) > 2:
+                attempt_type, payload, flat = got[2:5]
                 ex = codec.execution_from(flat)
                 assert ex is not None
-                return rules.claim_answer(ex, attempt_type.decode(), args.lease_ttl_ms), \
-                    bytes(payload)
-        return None
+                task = rules.claim_answer(ex, attempt_type.decode(), args.lease_ttl_ms)
+                return Claim(task, bytes(payload), tuple(woken))
+        return Claim(woken=tuple(woken))
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:

@@ -13,7 +13,7 @@ from appliance.core.operations import Applied, Ctx, Mutation
 from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
 
-from ..protocol import BackendBase, BackendEnv
+from ..protocol import BackendBase, BackendEnv, Claim
 from . import ops
 from .statements import Op, OpFactory, all_, exec_, one
 
@@ -60,7 +60,7 @@ class SqlBackend(BackendBase):
                 raise  # the store is unreachable: the whole call fails
             return Applied(error=exc)
 
-    async def claim(self, args: ClaimArgs) -> tuple[dict[str, Any], bytes] | None:
+    async def claim(self, args: ClaimArgs) -> Claim:
         return await self.run(lambda: ops.claim(args, self.ctx()))
 
     # -- reads --------------------------------------------------------------------------

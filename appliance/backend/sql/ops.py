@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from ..protocol import Claim
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.effects import DeleteExecution, Effect, NewAttempt, StoreResult, UpdateAttempt
@@ -175,8 +176,10 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
     due = yield all_("SELECT execution_id FROM ff_exec WHERE lane_id = ? AND delay_until IS NOT "
                      "NULL AND delay_until <= ? ORDER BY delay_until LIMIT ?",
                      args.lane_id, ctx.now, PROMOTE_ON_CLAIM)
+    woken: list[str] = []
     for row in due:
-        yield from apply(Mutation(promote_delayed, row["execution_id"], NoArgs()), ctx)
+        promoted = yield from apply(Mutation(promote_delayed, row["execution_id"], NoArgs()), ctx)
+        woken.extend(promoted.woken)
     worker_caps = set(args.capabilities)
     sets = yield all_(_REQUIREMENT_SETS, args.lane_id, args.lane_id)
     heads = []
@@ -203,8 +206,8 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
                              ex.execution_id)
             payload = data["input_payload"] if data else None
             task = rules.claim_answer(ex, effect.outcome.attempt_type, args.lease_ttl_ms)
-            return task, bytes(payload) if payload is not None else b""
-    return None
+            return Claim(task, bytes(payload) if payload is not None else b"", tuple(woken))
+    return Claim(woken=tuple(woken))
 
 
 # -- scanners -----------------------------------------------------------------------
