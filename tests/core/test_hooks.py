@@ -31,7 +31,7 @@ class HookedPlugin:
 
 def test_the_public_plugin_api_is_pinned():
     assert sorted(appliance.backend.__all__) == [
-        "Applied", "BASIC", "Backend", "BackendBase", "BackendEnv", "Mutation", "OPERATIONS",
+        "Applied", "BASIC", "Backend", "BackendBase", "BackendEnv", "Claim", "Mutation", "OPERATIONS",
         "Setting", "hookimpl", "hookspec"]
 
 
