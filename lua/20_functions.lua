@@ -94,10 +94,10 @@ local function promote_due(p, lane, a, c)
   end
 end
 
--- The best execution the worker can run (priority DESC, created_at, id), looking only at the
--- heads of requirement sets the worker satisfies, so unrunnable work never hides runnable
--- work; leased, it answers {attempt_type, payload, record}.
-local function lease_best(p, lane, a, c)
+-- The best executions the worker can run (priority DESC, created_at, id), up to a.max, looking
+-- only at the heads of requirement sets the worker satisfies, so unrunnable work never hides
+-- runnable work; each one leased adds {attempt_type, payload, record} to `out`.
+local function lease_best(p, lane, a, c, out)
   local caps = {}
   for cap in string.gmatch(a.capabilities, '[^,]+') do caps[cap] = true end
   local runnable_sets = {}
@@ -106,13 +106,15 @@ local function lease_best(p, lane, a, c)
       runnable_sets[#runnable_sets + 1] = claim_key(p, lane, set)
     end
   end
-  for _ = 1, a.window do
+  local leased, tries = 0, 0
+  while leased < a.max and tries < a.window + a.max do
+    tries = tries + 1
     local best_key, best
     for _, key in ipairs(runnable_sets) do
       local head = redis.call('ZRANGE', key, 0, 0)[1]
       if head and (best == nil or head < best) then best_key, best = key, head end
     end
-    if best == nil then return nil end
+    if best == nil then return end
     local eid = string.sub(best, 21)
     local ex = load(eid)
     if not ex then
@@ -122,31 +124,33 @@ local function lease_best(p, lane, a, c)
       sync(ex, memberships(ex), true)
     else
       local before, indexed = copy(ex), memberships(ex)
-      local _, attempt_type = rule_claim(ex, c, a)
+      local ca = copy(a)
+      ca.lease_id, ca.attempt_id = a.lease_ids[leased + 1], a.attempt_ids[leased + 1]
+      local _, attempt_type = rule_claim(ex, c, ca)
       save(ex, before)
       sync(ex, indexed)
       if attempt_type then
-        local payload = redis.call('GET', core_key(eid) .. ':in') or ''
-        return {attempt_type, payload, flat_record(ex)}
+        leased = leased + 1
+        out[#out + 1] = attempt_type
+        out[#out + 1] = redis.call('GET', core_key(eid) .. ':in') or ''
+        out[#out + 1] = flat_record(ex)
       end
     end
   end
-  return nil
 end
 
--- Promote the lane's due delays on this partition, then lease the best execution for the
--- worker. Answers {next, promoted, attempt_type, payload, record} or {next, promoted}, where
--- next says when the lane's work left here is claimable (0: now, -1: there is none) and
--- promoted how many delays came due (each made an execution claimable).
+-- Promote the lane's due delays on this partition, then lease the best executions for the
+-- worker. Answers {next, promoted, (attempt_type, payload, record)...}, where next says when
+-- the lane's work left here is claimable (0: now, -1: there is none) and promoted how many
+-- delays came due (each made an execution claimable).
 local function claim(keys, argv)
   local a = cjson.decode(argv[1])
   local c = ctx(a)
   local p = pkey(string.match(keys[1], '{fp:%d+}'))
   promote_due(p, a.lane_id, a, c)
-  local promoted = made_claimable
-  local got = lease_best(p, a.lane_id, a, c) or {}
-  local answer = {tonumber(redis.call('ZSCORE', p .. 'lanes', a.lane_id)) or -1, promoted}
-  for i = 1, #got do answer[#answer + 1] = got[i] end
+  local answer = {0, made_claimable}
+  lease_best(p, a.lane_id, a, c, answer)
+  answer[1] = tonumber(redis.call('ZSCORE', p .. 'lanes', a.lane_id)) or -1
   return answer
 end
 

@@ -39,10 +39,14 @@ class BackendEnv:
     retention_ms: int = 24 * 3600 * 1000
 
 
+#: A leased task as the worker receives it (``transitions.claim_answer``) and its input.
+Task = tuple[dict[str, Any], bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
-    task: dict[str, Any] | None = None
-    payload: bytes = b""
+    tasks: tuple[Task, ...] = ()
+    #: The lane once per execution the claim made claimable, the ones it took included.
     woken: tuple[str, ...] = ()
 
 
@@ -108,10 +112,9 @@ class BackendBase:
         raise Unavailable("create", self.name)
 
     async def claim(self, args: ClaimArgs) -> Claim:
-        """Lease the best claimable execution of the lane for this worker (promoting the
-        lane's due delays first): the task (``transitions.claim_answer``) and its input
-        payload, or no task; ``woken`` names the lane once per execution the claim made
-        claimable, the one it took included."""
+        """Lease up to ``args.max_tasks`` of the best claimable executions of the lane for
+        this worker, best first (promoting the lane's due delays first): each task
+        (``transitions.claim_answer``) with its input payload."""
         raise Unavailable("claim", self.name)
 
     # -- reads ----------------------------------------------------------------

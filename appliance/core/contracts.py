@@ -33,6 +33,8 @@ class ClaimArgs:
     worker_instance_id: str
     capabilities: tuple[str, ...]
     lease_ttl_ms: int
+    #: Lease up to this many executions in one claim.
+    max_tasks: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta
@@ -83,6 +83,8 @@ class FallbackBody(Body):
 
 
 class PolicyBody(Body):
+    ERRORS: ClassVar[dict[str, type[InvalidPolicyJson]]] = {"": InvalidPolicyJson}
+
     retry_policy: RetryPolicyBody | None = None
     timeout_policy: TimeoutPolicyBody | None = None
     max_reclaim_count: Count = 100
@@ -211,7 +213,7 @@ def parse_policy(obj: Any) -> ExecutionPolicy:
         return ExecutionPolicy()
     if isinstance(obj, PolicyBody):
         return from_body(obj, strict=True)
-    return from_body(convert(obj, PolicyBody, InvalidPolicyJson, "policy"), strict=True)
+    return from_body(convert(obj, PolicyBody, "policy"), strict=True)
 
 
 def from_body(body: PolicyBody, *, strict: bool) -> ExecutionPolicy:

@@ -56,12 +56,15 @@ def field_path(raw: str) -> str:
     return raw.replace("[...]", "").lstrip(".")
 
 
-def invalid(exc: msgspec.ValidationError, error: type[InvalidInput] = InvalidInput,
+def invalid(exc: msgspec.ValidationError, kind: type[Any] | None = None,
             where: str = "") -> InvalidInput:
-    """A typed 400 naming the field, from msgspec's validation error."""
+    """A typed 400 naming the field, from msgspec's validation error; the class is the one
+    ``kind.ERRORS`` gives the part of the body it is about (default ``InvalidInput``)."""
     match = _WHERE.match(str(exc))
     assert match is not None
     what, path = match["what"], field_path(match["path"] or "")
+    error = next((cls for prefix, cls in getattr(kind, "ERRORS", {}).items()
+                  if path.startswith(prefix)), InvalidInput)
     if where:
         path = f"{where}.{path}" if path else where
     if m := re.match(r"Object contains unknown field `(.*)`$", what):
@@ -89,13 +92,12 @@ def invalid(exc: msgspec.ValidationError, error: type[InvalidInput] = InvalidInp
     return error(f"{name}: {what}")
 
 
-def convert(doc: Any, kind: type[S], error: type[InvalidInput] = InvalidInput,
-            where: str = "") -> S:
+def convert(doc: Any, kind: type[S], where: str = "") -> S:
     """Validate already-decoded JSON against ``kind`` (errors name ``where.<field>``)."""
     try:
         return msgspec.convert(doc, kind)
     except msgspec.ValidationError as exc:
-        raise invalid(exc, error, where) from None
+        raise invalid(exc, kind, where) from None
 
 
 # -- lenient: stored data never fails to read -------------------------------------------------

@@ -15,7 +15,7 @@ from appliance.service import Service
 from . import executions, guards, workers
 from .connection import ShieldedSendConnection
 from .errors import error_response, json_response
-from .guards import LARGE
+from .guards import BATCH
 from .routing import Routes
 
 #: Each resource module contributes ``routes(service, r) -> Blueprint``.
@@ -27,7 +27,7 @@ def create_app(service: Service, config: Config, resources: Sequence[Any] = RESO
     """The app; ``resources`` are modules (or objects) with ``routes(service, r)``."""
     app = QuartTrio("flowfabric")
     app.asgi_http_class = ShieldedSendConnection
-    app.config["MAX_CONTENT_LENGTH"] = LARGE
+    app.config["MAX_CONTENT_LENGTH"] = BATCH  # each route's own cap is checked by the guard
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     app.config["BODY_TIMEOUT"] = config.body_timeout_s
     app.url_map.merge_slashes = False  # '//' is not a route (werkzeug would answer HTML 308)

@@ -19,7 +19,7 @@ from quart import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from appliance.core.errors import InvalidJson, UnsupportedMediaType
-from appliance.core.schema import Body, invalid
+from appliance.core.schema import Body, convert, invalid
 
 from .guards import too_large
 
@@ -51,25 +51,13 @@ def decode(data: bytes, kind: type[B]) -> B:
             return msgspec.json.decode(data, type=kind)
         except msgspec.ValidationError as exc:
             if " - at `$" in str(exc):
-                raise _invalid(exc, kind) from None
+                raise invalid(exc, kind) from None
             # Not an object at all: first say if it is not even JSON (e.g. nested too deep).
         except msgspec.DecodeError:
             pass  # say precisely what is wrong, below
     doc = decode_json(data)
     check_text(doc)
-    try:
-        return msgspec.convert(doc, kind)
-    except msgspec.ValidationError as exc:
-        raise _invalid(exc, kind) from None
-
-
-def _invalid(exc: msgspec.ValidationError, kind: type[Body]) -> Exception:
-    """The 400, typed by the part of the body it is about (``kind.ERRORS``)."""
-    path = str(exc).rpartition("- at `$.")[2]
-    for prefix, error in getattr(kind, "ERRORS", {}).items():
-        if path.startswith(prefix):
-            return invalid(exc, error)
-    return invalid(exc)
+    return convert(doc, kind)
 
 
 def decode_json(data: bytes) -> Any:

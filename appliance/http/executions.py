@@ -12,7 +12,7 @@ from msgspec import Meta
 from quart import Blueprint, Response, request
 
 from appliance.core.contracts import CreateArgs
-from appliance.core.errors import (InvalidInput, InvalidPolicyJson, InvalidTagKey,
+from appliance.core.errors import (FlowFabricError, InvalidInput, InvalidPolicyJson, InvalidTagKey,
                                    PartialFenceTriple, ResultNotFound)
 from appliance.core.handle import Fence, decode_handle
 from appliance.core.ids import mint_solo, parse_execution_id, validate_lane
@@ -27,9 +27,10 @@ from appliance.core.transitions import (OPERATOR, CancelArgs, ChangePriorityArgs
 from appliance.service import Service
 
 from .errors import json_response
-from .routing import Routes
+from .routing import Routes, error_object, in_batch, items
 
 MAX_LIST_LIMIT = 1000
+BATCH_MAX = 1000
 TAG_KEY_HINT = "tag keys look like '<caller>.<field>' in lowercase, e.g. 'cairn.task_id'"
 
 
@@ -56,6 +57,10 @@ class CreateBody(Body):
     execution_deadline_at: Time | None = None
     #: Accepted for the original's clients; the appliance's clock is authoritative.
     now: Time | None = None
+
+
+class CreateBatchBody(Body):
+    executions: Annotated[list[Any], Meta(max_length=BATCH_MAX)]
 
 
 class CancelBody(Body):
@@ -228,6 +233,27 @@ def routes(service: Service, r: Routes) -> Blueprint:
         outcome = applied.unwrap()
         assert outcome is not None
         return json_response(outcome.wire(), 201 if isinstance(outcome, Created) else 200)
+
+    @r.route(bp, "/v1/executions/batch", ["POST"], r.BATCH)
+    async def create_executions() -> Response:
+        """Each item as the single create (its answer or its error), in order; the valid
+        ones go to the store together."""
+        body = await r.body(CreateBatchBody)
+        answers: list[dict[str, Any] | None] = []
+        batch, positions = [], []
+        for i, item in enumerate(items(body.executions, CreateBody, "executions")):
+            try:
+                if isinstance(item, Exception):
+                    raise item
+                batch.append(create_args(item, service.config.partitions.flow))
+                positions.append(i)
+                answers.append(None)
+            except FlowFabricError as exc:
+                answers.append(in_batch(exc, f"executions[{i}]"))
+        for i, applied in zip(positions, await service.create(batch), strict=True):
+            answers[i] = (error_object(applied.error) if applied.error is not None
+                          else applied.outcome.wire())  # type: ignore[union-attr]
+        return json_response({"outcomes": answers})
 
     @r.route(bp, "/v1/executions", ["GET"])
     async def list_executions() -> Response:

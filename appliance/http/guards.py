@@ -9,8 +9,9 @@ from quart import Response, request
 from appliance.config import Config
 from appliance.core.errors import PayloadTooLarge, Unauthorized
 
+#: Body caps: batch routes, routes carrying payloads, everything else.
+BATCH = 16 * 1_048_576
 LARGE = 1_048_576
-MEDIUM = 262_144
 CONTROL = 65_536
 OPEN_PATHS = frozenset({"/healthz"})
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from quart import Blueprint, request
 
 from appliance.core.ids import parse_execution_id
-from appliance.core.schema import Body
+from appliance.core.errors import FlowFabricError
+from appliance.core.schema import Body, convert
 
 from . import bodies
-from .guards import CONTROL, LARGE
+from .guards import BATCH, CONTROL, LARGE
+
+log = logging.getLogger("flowfabric.http")
 
 B = TypeVar("B", bound=Body)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -20,6 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Routes:
     """Registers routes on blueprints, remembering each one's body cap."""
 
+    BATCH = BATCH
     LARGE = LARGE
     CONTROL = CONTROL
 
@@ -45,3 +50,32 @@ class Routes:
     def eid(raw: str) -> str:
         """An execution id from the path, checked."""
         return str(parse_execution_id(raw))
+
+
+def items(raw: list[Any], kind: type[B], where: str) -> list[B | FlowFabricError]:
+    """Each item of a batch decoded on its own: the item, or the 400 its errors name
+    (``executions[3].priority: …``)."""
+    out: list[B | FlowFabricError] = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(convert(item, kind, where=f"{where}[{i}]"))
+        except FlowFabricError as exc:
+            out.append(exc)
+    return out
+
+
+def error_object(exc: Exception) -> dict[str, Any]:
+    """A batch item's failure as the single route's error answer."""
+    if isinstance(exc, FlowFabricError):
+        return exc.to_json()
+    log.error("a batch item failed", exc_info=exc)
+    return {"error": "internal error; the appliance log has the details", "kind": "internal",
+            "retryable": False}
+
+
+def in_batch(exc: FlowFabricError, where: str) -> dict[str, Any]:
+    """An item's 400 as its error object, saying which item (msgspec's already do)."""
+    body = exc.to_json()
+    if not body["error"].startswith(where):
+        body["error"] = f"{where}: {body['error']}"
+    return body

@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 from appliance.backend import Backend
+from appliance.backend.protocol import Task
 from appliance.config import Config
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import ExecutionNotFound
@@ -55,8 +56,9 @@ class Service:
             self.work.notify(lane)
 
     # -- claiming -------------------------------------------------------------------------
-    async def claim(self, args: ClaimArgs, wait_ms: int) -> tuple[dict[str, Any], bytes] | None:
-        """Lease work, waiting up to ``wait_ms`` for some to arrive (None: nothing came).
+    async def claim(self, args: ClaimArgs, wait_ms: int) -> list[Task]:
+        """Lease up to ``args.max_tasks`` executions, waiting up to ``wait_ms`` for at least
+        one to arrive (an empty list: nothing came).
 
         A waiter registers before it looks, so a wake-up between its look and its wait
         is never lost; with ``FF_CLAIM_REPOLL_MS`` it also looks again that often, for
@@ -66,21 +68,21 @@ class Service:
         repoll = self.config.claim_repoll_s or float("inf")
         while True:
             woken = self.work.waiter(args.lane_id)
-            got = None
+            got: list[Task] = []
             try:
                 claim = await self.backend.claim(args)
-                # Its promotions made work claimable: wake the waiters it did not take.
-                self.wake(claim.woken[1 if claim.task is not None else 0:])
-                if claim.task is not None:
-                    got = claim.task, claim.payload
+                got = list(claim.tasks)
+                # Its promotions made work claimable: wake the waiters for what it did not take.
+                self.wake(claim.woken[len(got):])
+                if got:
                     return got
                 remaining = deadline - trio.current_time()
                 if remaining <= 0 or self.work.closing:
-                    return None
+                    return []
                 with trio.move_on_after(min(remaining, repoll)):
                     await woken.wait()
             finally:
-                self.work.done(args.lane_id, woken, claimed=got is not None)
+                self.work.done(args.lane_id, woken, claimed=bool(got))
 
     # -- reads --------------------------------------------------------------------------------
     async def record(self, execution_id: str) -> Execution:

@@ -242,22 +242,27 @@ class ValkeyBackend(BackendBase):
     async def claim(self, args: ClaimArgs) -> Claim:
         call = self._args(lane_id=args.lane_id, capabilities=",".join(args.capabilities),
                           worker_id=args.worker_id, worker_instance_id=args.worker_instance_id,
-                          lease_ttl_ms=args.lease_ttl_ms, lease_id=str(uuid.uuid4()),
-                          attempt_id=str(uuid.uuid4()), window=CLAIM_WINDOW,
+                          lease_ttl_ms=args.lease_ttl_ms, window=CLAIM_WINDOW,
                           promote_limit=PROMOTE_ON_CLAIM)
         solo = solo_partition(args.lane_id, self.env.partitions.flow)
         woken: list[str] = []
+        tasks: list[tuple[dict[str, Any], bytes]] = []
         for partition in await self._claim_order(args.lane_id, solo, call["now"]):
+            want = args.max_tasks - len(tasks)
+            call.update(max=want, lease_ids=[str(uuid.uuid4()) for _ in range(want)],
+                        attempt_ids=[str(uuid.uuid4()) for _ in range(want)])
             got = await self._fcall("ff_claim", keys.partition(partition), call)
             self._work.seen(args.lane_id, partition, float(got[0]))
             woken += [args.lane_id] * int(got[1])
-            if len(got) > 2:
-                attempt_type, payload, flat = got[2:5]
+            for i in range(2, len(got), 3):
+                attempt_type, payload, flat = got[i:i + 3]
                 ex = codec.execution_from(flat)
                 assert ex is not None
-                task = rules.claim_answer(ex, attempt_type.decode(), args.lease_ttl_ms)
-                return Claim(task, bytes(payload), tuple(woken))
-        return Claim(woken=tuple(woken))
+                tasks.append((rules.claim_answer(ex, attempt_type.decode(), args.lease_ttl_ms),
+                              bytes(payload)))
+            if len(tasks) >= args.max_tasks:
+                break
+        return Claim(tuple(tasks), tuple(woken))
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:

@@ -163,15 +163,18 @@ _REQUIREMENT_SETS = (
     " SELECT (SELECT MIN(required_capabilities) FROM ff_exec WHERE lane_id = ? AND"
     " claimable = 1 AND required_capabilities > sets.caps) FROM sets WHERE sets.caps IS NOT NULL"
     ") SELECT caps FROM sets WHERE caps IS NOT NULL")
-_HEAD = ("FROM ff_exec WHERE lane_id = ? AND claimable = 1 AND required_capabilities = ? "
-         "ORDER BY priority DESC, created_at, execution_id LIMIT 1")
+_CANDIDATES = ("SELECT * FROM ff_exec WHERE lane_id = ? AND claimable = 1 AND "
+               "required_capabilities = ? ORDER BY priority DESC, created_at, execution_id "
+               "LIMIT ?{skip_locked}")
 
 
 def claim(args: ClaimArgs, ctx: Ctx) -> Op:
-    """Promote the lane's due delays, then lease the best execution this worker can run.
+    """Promote the lane's due delays, then lease the best executions this worker can run.
 
-    Only requirement sets the worker satisfies are looked at, so work it cannot
-    run never hides work it can, however much of it is queued ahead.
+    Only requirement sets the worker satisfies are looked at, so work it cannot run never
+    hides work it can, however much of it is queued ahead: each gives its best
+    ``max_tasks`` candidates, the best of all are leased. Rows another appliance holds
+    are passed over; a candidate the reclaim cap ends instead makes the claim look again.
     """
     due = yield all_("SELECT execution_id FROM ff_exec WHERE lane_id = ? AND delay_until IS NOT "
                      "NULL AND delay_until <= ? ORDER BY delay_until LIMIT ?",
@@ -182,32 +185,41 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
         woken.extend(promoted.woken)
     worker_caps = set(args.capabilities)
     sets = yield all_(_REQUIREMENT_SETS, args.lane_id, args.lane_id)
-    heads = []
-    for row in sets:
-        caps = row["caps"]
-        if caps and not worker_caps.issuperset(caps.split(",")):
-            continue
-        head = yield one(f"SELECT priority, created_at, execution_id {_HEAD}", args.lane_id, caps)
-        if head is not None:
-            heads.append(((-head["priority"], head["created_at"], head["execution_id"]), caps))
-    for _, caps in sorted(heads):
-        for _attempt in range(CLAIM_WINDOW):
-            row = yield one(f"SELECT * {_HEAD}{{skip_locked}}", args.lane_id, caps)
-            if row is None:
-                break  # drained (or every candidate is being claimed by someone else)
+    runnable = [r["caps"] for r in sets
+                if not r["caps"] or worker_caps.issuperset(r["caps"].split(","))]
+    leased: list[tuple[Execution, str]] = []
+    for _round in range(CLAIM_WINDOW):
+        want = args.max_tasks - len(leased)
+        candidates = []
+        for caps in runnable:
+            candidates += (yield all_(_CANDIDATES, args.lane_id, caps, want))
+        candidates.sort(key=lambda r: (-r["priority"], r["created_at"], r["execution_id"]))
+        ended = False
+        for row in candidates[:want]:
             ex = Execution.from_row(row)
             before = ex.to_row()
             effect = rules.claim(ex, args, ctx, lease_id=str(uuid.uuid4()),
                                  attempt_id=str(uuid.uuid4()))
             yield from write(ex, before, effect)
-            if not isinstance(effect.outcome, Claimed):
-                continue  # the reclaim cap ended it instead; look again
-            data = yield one("SELECT input_payload FROM ff_exec_data WHERE execution_id = ?",
-                             ex.execution_id)
-            payload = data["input_payload"] if data else None
-            task = rules.claim_answer(ex, effect.outcome.attempt_type, args.lease_ttl_ms)
-            return Claim(task, bytes(payload) if payload is not None else b"", tuple(woken))
-    return Claim(woken=tuple(woken))
+            if isinstance(effect.outcome, Claimed):
+                leased.append((ex, effect.outcome.attempt_type))
+            else:
+                ended = True  # the reclaim cap ended it instead
+        if not ended or len(leased) >= args.max_tasks:
+            break
+    payloads = yield from _payloads([ex.execution_id for ex, _ in leased])
+    tasks = tuple((rules.claim_answer(ex, kind, args.lease_ttl_ms), payloads[ex.execution_id])
+                  for ex, kind in leased)
+    return Claim(tasks, tuple(woken))
+
+
+def _payloads(ids: list[str]) -> Op:
+    if not ids:
+        return {}
+    rows = yield all_(f"SELECT execution_id, input_payload FROM ff_exec_data WHERE "
+                      f"execution_id IN ({', '.join('?' * len(ids))})", *ids)
+    found = {r["execution_id"]: r["input_payload"] for r in rows}
+    return {eid: bytes(found[eid]) if found.get(eid) is not None else b"" for eid in ids}
 
 
 # -- scanners -----------------------------------------------------------------------
