@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 EXIT_CODES = """Exit codes: 0 drained cleanly, 1 startup or runtime error, 2 usage error,
 3 forced exit by a second SIGINT/SIGTERM."""
-COMMANDS = ("serve", "plugins", "-h", "--help", "--version")
+COMMANDS = ("serve", "plugins", "bench", "-h", "--help", "--version")
 
 
 def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
@@ -36,6 +36,8 @@ def build_parser(plugins: Plugins | None = None) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the appliance (the default command)",
                            epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_serve_flags(serve, plugins)
+    sub.add_parser("bench", help="measure throughput and latency (flowfabric bench --help)",
+                   add_help=False)
     listing = sub.add_parser("plugins",
                              help="list discovered backend plugins and where they came from")
     listing.add_argument("--plugin-path", action="append", default=[], metavar="PATH",
@@ -103,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "serve")  # `flowfabric` alone serves, like `flowfabric serve`
     if argv[0] == "--version":
         build_parser().parse_args(argv)  # prints the version and exits
+    if argv[0] == "bench":
+        from appliance import bench  # imported late: keeps `--help` fast
+
+        return bench.run(argv[1:])
     plugins = load_plugins(_early_plugin_path(argv))
     args = build_parser(plugins).parse_args(argv)
     if args.command == "plugins":

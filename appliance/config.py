@@ -18,7 +18,6 @@ from appliance.core.partitions import PartitionConfig
 from appliance.core.scanners import SCANNERS
 from appliance.core.settings import Setting
 
-
 #: Every setting the appliance itself reads, in the order the README lists them. A backend
 #: plugin declares its own (``flowfabric_settings``), e.g. the sqlite plugin FF_SQLITE_PATH.
 SETTINGS = (

@@ -26,7 +26,13 @@ from appliance.backend.plugins import Plugins, get_plugin_manager
 from appliance.config import Config
 from appliance.engine import Engine
 from appliance.http import create_app
-from appliance.http.server import HttpStats, Listener, ListenSettings, bind, default_max_connections
+from appliance.http.server import (
+    HttpStats,
+    Listener,
+    ListenSettings,
+    bind,
+    default_max_connections,
+)
 from appliance.service import Service
 
 log = logging.getLogger("flowfabric")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 
@@ -78,11 +79,18 @@ class Execution:
     cancelled_by: str | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Execution:
-        return cls(**{k: row[k] for k in EXECUTION_COLUMNS})
+    def from_row(cls, row: Any) -> Execution:
+        """From a row holding exactly the record's columns, in order (``SELECT *`` of
+        ``ff_exec``): a dict, or a sequence such as ``sqlite3.Row`` (read by position,
+        which is far cheaper than by name)."""
+        return cls(**row) if isinstance(row, dict) else cls(*row)
 
     def to_row(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in EXECUTION_COLUMNS}
+        return dict(zip(EXECUTION_COLUMNS, _EXECUTION_VALUES(self), strict=True))
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The column values in ``EXECUTION_COLUMNS`` order (cheap to compare)."""
+        return _EXECUTION_VALUES(self)
 
     def tag_map(self) -> dict[str, str]:
         return json.loads(self.tags) if self.tags else {}
@@ -114,8 +122,11 @@ class Attempt:
     resumed_at: int | None = None
 
     def to_row(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(zip(ATTEMPT_COLUMNS, _ATTEMPT_VALUES(self), strict=True))
 
 
 EXECUTION_COLUMNS = tuple(f.name for f in fields(Execution))
 ATTEMPT_COLUMNS = tuple(f.name for f in fields(Attempt))
+_EXECUTION_VALUES = attrgetter(*EXECUTION_COLUMNS)
+_ATTEMPT_VALUES = attrgetter(*ATTEMPT_COLUMNS)
+CLAIMABLE = EXECUTION_COLUMNS.index("claimable")

@@ -15,8 +15,15 @@ from typing import Any
 
 from .operations import Operation, jitter_draw
 from .settings import Setting
-from .transitions import (JitterArgs, NoArgs, expire_attempt, expire_execution,
-                          mark_lease_expired, promote_delayed, purge)
+from .transitions import (
+    JitterArgs,
+    NoArgs,
+    expire_attempt,
+    expire_execution,
+    mark_lease_expired,
+    promote_delayed,
+    purge,
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,24 +12,57 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .contracts import ClaimArgs, CreateArgs
 from .effects import DeleteExecution, Effect, NewAttempt, StoreResult
-from .errors import (ExecutionNotActive, ExecutionNotEligible, ExecutionNotTerminal,
-                     FenceRequired, FlowFabricError, LeaseExpired, LeaseRevoked,
-                     MaxReplaysExhausted, StaleLease)
+from .errors import (
+    ExecutionNotActive,
+    ExecutionNotEligible,
+    ExecutionNotTerminal,
+    FenceRequired,
+    FlowFabricError,
+    LeaseExpired,
+    LeaseRevoked,
+    MaxReplaysExhausted,
+    StaleLease,
+)
 from .handle import Fence, Handle
 from .operations import Ctx, Missing, operation
-from .outcomes import (AlreadySatisfied, Cancelled, Changed, Claimed, Completed, Delayed,
-                       Expired, MarkedExpired, ProgressReported, Promoted, Purged,
-                       ReclaimCapExceeded, Renewed, Replayed, RetryScheduled, Revoked,
-                       TerminalFailed)
+from .outcomes import (
+    AlreadySatisfied,
+    Cancelled,
+    Changed,
+    Claimed,
+    Completed,
+    Delayed,
+    Expired,
+    MarkedExpired,
+    ProgressReported,
+    Promoted,
+    Purged,
+    ReclaimCapExceeded,
+    Renewed,
+    Replayed,
+    RetryScheduled,
+    Revoked,
+    TerminalFailed,
+)
 from .outcomes import Outcome as Answer
 from .policy import ExecutionPolicy, load_policy
 from .record import Attempt, Execution
-from .state import (RECLAIMABLE, AttemptState, Blocking, Eligibility, Ownership, Phase,
-                    TerminalOutcome, derive_public_state, is_claimable)
+from .state import (
+    RECLAIMABLE,
+    AttemptState,
+    Blocking,
+    Eligibility,
+    Ownership,
+    Phase,
+    TerminalOutcome,
+    derive_public_state,
+    is_claimable,
+)
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 9000
 OPERATOR = "operator_override"
@@ -310,10 +343,17 @@ def claim_answer(ex: Execution, attempt_type: str, lease_ttl_ms: int) -> dict[st
         "handle": handle.encode(), "namespace": ex.namespace, "lane_id": ex.lane_id,
         "execution_kind": ex.execution_kind, "priority": ex.priority,
         "payload_encoding": ex.payload_encoding, "tags": ex.tag_map(),
-        "policy": json.loads(policy_of(ex).to_json()),
+        "policy": _worker_policy(ex.policy),
         "attempt_deadline_at": ex.attempt_deadline_at,
         "execution_deadline_at": ex.execution_deadline_at,
     }
+
+
+@lru_cache(maxsize=1024)
+def _worker_policy(stored: str) -> dict[str, Any]:
+    """The policy as the worker sees it, re-read leniently (policies repeat: cached; the
+    answer is only serialised, never changed)."""
+    return json.loads(load_policy(stored).to_json())
 
 
 def _set_expiry(ex: Execution, ttl: int, ctx: Ctx) -> None:

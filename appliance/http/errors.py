@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
+import msgspec
 from quart import Response
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import RoutingException
@@ -18,11 +18,15 @@ _HTTP_KINDS = {400: "invalid_input", 404: "route_not_found", 405: "method_not_al
                408: "body_timeout", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    """Strict JSON (never ``NaN``/``Infinity``, which a JavaScript client cannot parse)."""
-    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-    return Response(text, status=status, content_type="application/json", headers=headers)
+    """Strict JSON: msgspec never writes ``NaN``/``Infinity`` (which a JavaScript client
+    cannot parse); a non-finite float, which validation keeps out, would be ``null``."""
+    return Response(_encode(body), status=status, content_type="application/json",
+                    headers=headers)
 
 
 def error_response(exc: BaseException, method: str = "", path: str = "") -> Response:

@@ -12,8 +12,14 @@ from msgspec import Meta
 from quart import Blueprint, Response, request
 
 from appliance.core.contracts import CreateArgs
-from appliance.core.errors import (FlowFabricError, InvalidInput, InvalidPolicyJson, InvalidTagKey,
-                                   PartialFenceTriple, ResultNotFound)
+from appliance.core.errors import (
+    FlowFabricError,
+    InvalidInput,
+    InvalidPolicyJson,
+    InvalidTagKey,
+    PartialFenceTriple,
+    ResultNotFound,
+)
 from appliance.core.handle import Fence, decode_handle
 from appliance.core.ids import mint_solo, parse_execution_id, validate_lane
 from appliance.core.limits import MS_MAX
@@ -21,9 +27,17 @@ from appliance.core.outcomes import Created
 from appliance.core.policy import PolicyBody, parse_policy
 from appliance.core.record import Execution
 from appliance.core.schema import Body, Byte, Int32, Str256, Str1024, Str4096, Time
-from appliance.core.transitions import (OPERATOR, CancelArgs, ChangePriorityArgs, ReplayArgs,
-                                        RevokeLeaseArgs, cancel, change_priority, replay,
-                                        revoke_lease)
+from appliance.core.transitions import (
+    OPERATOR,
+    CancelArgs,
+    ChangePriorityArgs,
+    ReplayArgs,
+    RevokeLeaseArgs,
+    cancel,
+    change_priority,
+    replay,
+    revoke_lease,
+)
 from appliance.service import Service
 
 from .errors import json_response

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from quart import Blueprint, request
 
-from appliance.core.ids import parse_execution_id
 from appliance.core.errors import FlowFabricError
+from appliance.core.ids import parse_execution_id
 from appliance.core.schema import Body, convert
 
 from . import bodies

@@ -291,6 +291,9 @@ def _hypercorn_config(settings: ListenSettings) -> HypercornConfig:
     # hypercorn's idle timer runs from the connection's start (and after each response)
     # until a request's headers are complete: a header timeout and a keep-alive timeout.
     cfg.keep_alive_timeout = settings.header_timeout_s
+    # hypercorn closes a keep-alive connection after 1,000 requests by default; a worker's
+    # connection lives as long as the worker does.
+    cfg.keep_alive_max_requests = 2**62
     return cfg
 
 

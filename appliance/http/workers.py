@@ -17,8 +17,18 @@ from appliance.core.ids import parse_execution_id, validate_lane, validate_worke
 from appliance.core.operations import Mutation, Operation, jitter_draw
 from appliance.core.policy import parse_capabilities
 from appliance.core.schema import Body, Byte, Duration, Str256, Str4096, Time
-from appliance.core.transitions import (CompleteArgs, DelayArgs, FailArgs, ProgressArgs,
-                                        RenewArgs, complete, delay, fail, progress, renew)
+from appliance.core.transitions import (
+    CompleteArgs,
+    DelayArgs,
+    FailArgs,
+    ProgressArgs,
+    RenewArgs,
+    complete,
+    delay,
+    fail,
+    progress,
+    renew,
+)
 from appliance.service import Service
 
 from .errors import json_response

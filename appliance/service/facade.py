@@ -8,6 +8,7 @@ claims waiting on it here, and only here.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -51,9 +52,10 @@ class Service:
         return applied
 
     def wake(self, lanes: Iterable[str]) -> None:
-        """Wake one waiting claim per lane made claimable (each wake costs a claim)."""
-        for lane in lanes:
-            self.work.notify(lane)
+        """``lanes`` names a lane once per execution made claimable: wake the claims
+        waiting there that it can keep busy (each wake costs a claim)."""
+        for lane, count in Counter(lanes).items():
+            self.work.notify(lane, count)
 
     # -- claiming -------------------------------------------------------------------------
     async def claim(self, args: ClaimArgs, wait_ms: int) -> list[Task]:
@@ -67,7 +69,7 @@ class Service:
         deadline = trio.current_time() + wait_ms / 1000
         repoll = self.config.claim_repoll_s or float("inf")
         while True:
-            woken = self.work.waiter(args.lane_id)
+            woken = self.work.waiter(args.lane_id, args.max_tasks)
             got: list[Task] = []
             try:
                 claim = await self.backend.claim(args)

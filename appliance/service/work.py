@@ -1,9 +1,11 @@
 """Wake-ups for long-polling claims: waiters queue per lane, oldest first.
 
-One new execution wakes one waiter, not every worker on the lane (each woken
-worker costs a claim transaction). A waiter registers before it looks, so a
-wake-up between its look and its wait is never lost; a waiter that was woken
-but found its work elsewhere passes the wake-up on.
+New work wakes only as many waiters as it can keep busy: each waiter says how many
+tasks it wants (a batch claim wants many), and ``notify(lane, n)`` for n executions
+made claimable wakes waiters until their wants cover n (each woken worker costs a
+claim transaction). A waiter registers before it looks, so a wake-up between its
+look and its wait is never lost; a woken waiter that claimed work passes one
+wake-up on, since the work it took may have been another waiter's.
 """
 
 from __future__ import annotations
@@ -13,23 +15,34 @@ from collections import deque
 import trio
 
 
+class Waiter:
+    __slots__ = ("event", "want")
+
+    def __init__(self, want: int) -> None:
+        self.event = trio.Event()
+        self.want = want
+
+    async def wait(self) -> None:
+        await self.event.wait()
+
+
 class WorkSignal:
     def __init__(self) -> None:
-        self._waiters: dict[str, deque[trio.Event]] = {}
+        self._waiters: dict[str, deque[Waiter]] = {}
         self.closing = False
 
-    def waiter(self, lane: str) -> trio.Event:
+    def waiter(self, lane: str, want: int = 1) -> Waiter:
         """Register for the next wake-up of ``lane``; call before looking for work."""
-        event = trio.Event()
-        self._waiters.setdefault(lane, deque()).append(event)
-        return event
+        waiter = Waiter(want)
+        self._waiters.setdefault(lane, deque()).append(waiter)
+        return waiter
 
-    def done(self, lane: str, event: trio.Event, *, claimed: bool) -> None:
-        """Unregister; a wake-up this waiter received but did not need goes to the next."""
+    def done(self, lane: str, waiter: Waiter, *, claimed: bool) -> None:
+        """Unregister; a waiter that was woken and claimed work passes one wake-up on."""
         queue = self._waiters.get(lane)
-        if queue is not None and event in queue:
-            queue.remove(event)
-        if claimed and event.is_set():
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+        if claimed and waiter.event.is_set():
             self.notify(lane)
         if queue is not None and not queue:
             self._waiters.pop(lane, None)
@@ -39,16 +52,17 @@ class WorkSignal:
         return len(self._waiters.get(lane, ()))
 
     def notify(self, lane: str, count: int = 1) -> None:
-        """Wake up to ``count`` waiters of ``lane``, oldest first."""
+        """``count`` executions of ``lane`` became claimable: wake the oldest waiters
+        until what they want covers them."""
         queue = self._waiters.get(lane)
         while queue and count > 0:
-            event = queue.popleft()
-            event.set()
-            count -= 1
+            waiter = queue.popleft()
+            waiter.event.set()
+            count -= waiter.want
 
     def notify_all(self, lane: str) -> None:
-        for event in self._waiters.pop(lane, ()):
-            event.set()
+        for waiter in self._waiters.pop(lane, ()):
+            waiter.event.set()
 
     def close(self) -> None:
         """Release every waiter now: the appliance is draining."""

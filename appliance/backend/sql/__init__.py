@@ -2,8 +2,20 @@
 that run them, the dialects, and ``SqlBackend`` with every operation written once."""
 
 from .backend import SqlBackend
-from .statements import (POSTGRES, SQLITE, Dialect, Op, OpFactory, Stmt, all_, exec_, notify,
-                         one, run_async, run_blocking)
+from .statements import (
+                         POSTGRES,
+                         SQLITE,
+                         Dialect,
+                         Op,
+                         OpFactory,
+                         Stmt,
+                         all_,
+                         exec_,
+                         notify,
+                         one,
+                         run_async,
+                         run_blocking,
+)
 
 __all__ = ["POSTGRES", "SQLITE", "Dialect", "Op", "OpFactory", "SqlBackend", "Stmt", "all_",
            "exec_", "notify", "one", "run_async", "run_blocking"]

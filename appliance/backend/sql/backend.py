@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
@@ -46,19 +47,17 @@ class SqlBackend(BackendBase):
 
     # -- state changes ----------------------------------------------------------------
     async def apply(self, mutations: Sequence[Mutation]) -> list[Applied]:
-        return [await self._one(lambda m=m: ops.apply(m, self.ctx())) for m in mutations]
+        """All of them in one transaction, each atomic on its own (``ops.apply_many``)."""
+        if not mutations:
+            return []
+        ctx = self.ctx()
+        return await self.run(lambda: ops.apply_many(list(mutations), ctx))
 
     async def create(self, batch: Sequence[CreateArgs]) -> list[Applied]:
-        return [await self._one(lambda a=a: ops.create(a, self.ctx())) for a in batch]
-
-    async def _one(self, factory: OpFactory) -> Applied:
-        """One item of a group: its own transaction, its failure its own answer."""
-        try:
-            return await self.run(factory)
-        except Exception as exc:  # a typed refusal, or a bug confined to this item
-            if getattr(exc, "retryable", False):
-                raise  # the store is unreachable: the whole call fails
-            return Applied(error=exc)
+        if not batch:
+            return []
+        ctx = self.ctx()
+        return await self.run(lambda: ops.each([partial(ops.create, a, ctx) for a in batch]))
 
     async def claim(self, args: ClaimArgs) -> Claim:
         return await self.run(lambda: ops.claim(args, self.ctx()))

@@ -11,18 +11,31 @@ local wake-up).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from ..protocol import Claim
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
-from appliance.core.effects import DeleteExecution, Effect, NewAttempt, StoreResult, UpdateAttempt
+from appliance.core.effects import (
+    DeleteExecution,
+    Effect,
+    NewAttempt,
+    StoreResult,
+    UpdateAttempt,
+)
+from appliance.core.errors import FlowFabricError
 from appliance.core.operations import Applied, Ctx, Missing, Mutation
-from appliance.core.outcomes import Claimed, Created, Duplicate
-from appliance.core.record import ATTEMPT_COLUMNS, EXECUTION_COLUMNS, Execution
+from appliance.core.outcomes import Claimed, Created, Duplicate, Purged
+from appliance.core.record import (
+    ATTEMPT_COLUMNS,
+    CLAIMABLE,
+    EXECUTION_COLUMNS,
+    Execution,
+)
 from appliance.core.scanners import Scanner
 from appliance.core.transitions import NoArgs, promote_delayed
 
+from ..protocol import Claim
 from .statements import Op, all_, exec_, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -42,12 +55,14 @@ def load(execution_id: str, lock: str = "{lock}") -> Op:
     return Execution.from_row(row) if row else None
 
 
-def write(ex: Execution, before: dict[str, Any], effect: Effect) -> Op:
-    """The changed columns and the effect's writes; returns the lanes made claimable."""
+def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
+    """The changed columns (``before``: the record's snapshot when loaded) and the
+    effect's writes; returns the lanes made claimable."""
     if any(isinstance(w, DeleteExecution) for w in effect.writes):
         yield from _delete(ex.execution_id)
         return ()
-    changed = {k: v for k, v in ex.to_row().items() if before[k] != v}
+    changed = {k: v for k, old, v in zip(EXECUTION_COLUMNS, before, ex.snapshot(), strict=True)
+               if old != v}
     if changed:
         sets = ", ".join(f"{k} = ?" for k in changed)
         yield exec_(f"UPDATE ff_exec SET {sets} WHERE execution_id = ?",
@@ -63,7 +78,7 @@ def write(ex: Execution, before: dict[str, Any], effect: Effect) -> Op:
         elif isinstance(w, StoreResult):
             yield exec_("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?", w.data,
                         ex.execution_id)
-    if rules.made_claimable(before["claimable"], ex):
+    if rules.made_claimable(before[CLAIMABLE], ex):
         yield notify(ex.lane_id)
         return (ex.lane_id,)
     return ()
@@ -82,14 +97,55 @@ def apply(m: Mutation, ctx: Ctx) -> Op:
     another appliance holds; the others wait for it."""
     lock = "{skip_locked}" if m.op.missing is Missing.IGNORE else "{lock}"
     ex = yield from load(m.execution_id, lock)
+    return (yield from _apply_to(m, ex, ctx))
+
+
+def _apply_to(m: Mutation, ex: Execution | None, ctx: Ctx) -> Op:
     if ex is None:
         return Applied(error=m.op.missing_error(m.execution_id))
-    before = ex.to_row()
+    before = ex.snapshot()
     effect = m.op.rule(ex, m.args, ctx)
     if effect is None:
         return Applied()
     woken = yield from write(ex, before, effect)
     return Applied(effect.outcome, effect.error, woken)
+
+
+def apply_many(mutations: list[Mutation], ctx: Ctx) -> Op:
+    """Each mutation as ``apply`` does, the records loaded with one statement (in id
+    order, so two transactions lock overlapping sets in the same order)."""
+    loaded: dict[str, Execution] = {}
+    for lock in ("{lock}", "{skip_locked}"):
+        ids = sorted({m.execution_id for m in mutations
+                      if (m.op.missing is Missing.IGNORE) == (lock == "{skip_locked}")})
+        if ids:
+            rows = yield all_(f"SELECT * FROM ff_exec WHERE execution_id IN "
+                              f"({', '.join('?' * len(ids))}) ORDER BY execution_id{lock}", *ids)
+            loaded.update((row["execution_id"], Execution.from_row(row)) for row in rows)
+    answers: list[Applied] = []
+    for m in mutations:
+        try:
+            answer = yield from _apply_to(m, loaded.get(m.execution_id), ctx)
+        except FlowFabricError as exc:
+            answer = Applied(error=exc)
+        if isinstance(answer.outcome, Purged):
+            loaded.pop(m.execution_id, None)  # gone: a later item finds nothing
+        answers.append(answer)
+    return answers
+
+
+def each(items: list[Callable[[], Op]]) -> Op:
+    """Several operations in one transaction, each atomic on its own: a typed refusal
+    becomes that item's answer. (Rules refuse before anything is written — writes follow
+    the rule's answer — so a refused item has nothing to roll back.)"""
+    answers: list[Applied] = []
+    for item in items:
+        try:
+            answer = yield from item()
+        except FlowFabricError as exc:
+            answer = Applied(error=exc)
+        answers.append(answer)
+    return answers
 
 
 # -- ingress ------------------------------------------------------------------------
@@ -197,7 +253,7 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
         ended = False
         for row in candidates[:want]:
             ex = Execution.from_row(row)
-            before = ex.to_row()
+            before = ex.snapshot()
             effect = rules.claim(ex, args, ctx, lease_id=str(uuid.uuid4()),
                                  attempt_id=str(uuid.uuid4()))
             yield from write(ex, before, effect)

@@ -1,8 +1,8 @@
 """Statements as values, and the two drivers that run a statement generator.
 
 An operation is a generator that yields ``Stmt`` values and receives their
-results (``one`` → a dict or None, ``all`` → a list of dicts, ``exec`` → the
-row count). The same operation then runs on a blocking DB-API connection
+results (``one`` → a row or None, ``all`` → a list of rows, ``exec`` → the row
+count; a row is a mapping by column name). The same operation then runs on a blocking DB-API connection
 (``run_blocking``) or an async one (``run_async``); SQL text uses ``?``
 placeholders plus ``{lock}`` / ``{skip_locked}`` markers the dialect renders.
 """
@@ -65,7 +65,8 @@ POSTGRES = Dialect("postgres", placeholder="%s", lock=" FOR UPDATE",
 
 
 def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
-    """Drive ``op`` on a DB-API connection whose rows convert with ``dict()``."""
+    """Drive ``op`` on a DB-API connection whose rows are mappings by column name
+    (``sqlite3.Row``)."""
     result: Any = None
     try:
         while True:
@@ -77,10 +78,9 @@ def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
                 continue
             cur = conn.execute(dialect.render(stmt.sql), stmt.params)
             if stmt.mode == "one":
-                row = cur.fetchone()
-                result = dict(row) if row is not None else None
+                result = cur.fetchone()
             elif stmt.mode == "all":
-                result = [dict(r) for r in cur.fetchall()]
+                result = cur.fetchall()
             else:
                 result = cur.rowcount
     except StopIteration as stop:
