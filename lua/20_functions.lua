@@ -47,8 +47,7 @@ local function mutate(eid, rule, a)
   return {ok = outcome}
 end
 
-local function create(keys, argv)
-  local a = cjson.decode(argv[1])
+local function create_one(a, payload)
   local row = a.row
   local eid = row.execution_id
   local tag = tag_of(eid)
@@ -68,11 +67,55 @@ local function create(keys, argv)
   end
   local ex = copy(row)
   save(ex, {})
-  redis.call('SET', core_key(eid) .. ':in', argv[2] or '')
+  redis.call('SET', core_key(eid) .. ':in', payload or '')
   redis.call('ZADD', pkey(tag) .. 'all', 0, eid)
   sync(ex, {})
   return {ok = {Created = {execution_id = eid, public_state = ex.public_state}}}
 end
+
+local function create(keys, argv)
+  return create_one(cjson.decode(argv[1]), argv[2])
+end
+
+-- The lanes the last step made claimable, kept to be published once at the end of a call
+-- that takes several steps.
+local function step_woken(published)
+  local lanes = {}
+  for where, lane in pairs(woken) do
+    published[where] = lane
+    lanes[#lanes + 1] = lane
+  end
+  woken = {}
+  return lanes
+end
+
+-- Several steps on one partition in one call (their keys share its hash tag): ARGV[1] is
+-- {now, retention_ms, items}, ARGV[i + 1] the bytes of items[i]. Each step is atomic and
+-- answered alone, as its own function would; one failing does not undo the others.
+-- Answers {"a": [answer...]}, each answer with the lanes its step made claimable.
+local function many(step)
+  return function(keys, argv)
+    local a = cjson.decode(argv[1])
+    local answers, published = {}, {}
+    for i, item in ipairs(a.items) do
+      item.now, item.retention_ms = item.now or a.now, a.retention_ms
+      local answer = step(keys[i], item, argv[i + 1])
+      answer.w = step_woken(published)
+      answers[i] = answer
+    end
+    woken = published
+    return {a = answers}
+  end
+end
+
+local apply_many = many(function(key, item, bytes)
+  local rule = RULES[item._op]
+  if rule == nil then return {unsupported = true} end
+  if item._bytes then item[item._bytes] = bytes end
+  return mutate(eid_of(key), rule, item)
+end)
+
+local create_many = many(function(_, item, payload) return create_one(item, payload) end)
 
 local function promote_due(p, lane, a, c)
   local due = redis.call('ZRANGEBYSCORE', p .. 'delayed:' .. lane, '-inf', a.now,

@@ -16,4 +16,6 @@ register_read('ff_version', function() return LIBRARY_VERSION .. '.' .. SOURCE_D
 register_read('ff_operations', function() return supported end)
 register_read('ff_read', read)
 register('ff_create', create)
+register('ff_create_many', create_many)
+register('ff_apply_many', apply_many)
 register_raw('ff_claim', claim)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,8 +22,13 @@ import trio_asyncio
 from appliance.backend import BackendBase, BackendEnv, Claim
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
-from appliance.core.errors import StartupError, StoreUnavailable, Unavailable, error_from
-from appliance.core.ids import parse_execution_id
+from appliance.core.errors import (
+    StartupError,
+    StoreUnavailable,
+    Unavailable,
+    error_from,
+)
+from appliance.core.ids import fresh_uuids, parse_execution_id
 from appliance.core.operations import Applied, Ctx, Mutation, Operation, args_to_dict
 from appliance.core.outcomes import from_wire
 from appliance.core.partitions import solo_partition
@@ -117,23 +121,24 @@ class ValkeyBackend(BackendBase):
         return await self._conn().fcall(name, key, args, data)
 
     # -- where a lane's work lives ----------------------------------------------------------
-    async def _remember(self, lane: str, partition: int) -> None:
-        """Before work of ``lane`` first lands on ``partition``: claims and scanners must find
+    async def _remember(self, places: set[tuple[str, int]]) -> None:
+        """Before work of a lane first lands on a partition: claims and scanners must find
         it even if this appliance dies right after (hints are only ever added)."""
         if time.monotonic() - self._known_since > KNOWN_MAX_AGE_S:
             self._known, self._known_since = set(), time.monotonic()
-        if (lane, partition) in self._known:
+        new = places - self._known
+        if not new:
             return
-        solo = solo_partition(lane, self.env.partitions.flow)
 
         def record(pipe: Any) -> None:
-            pipe.sadd(keys.USED_PARTITIONS, partition)
-            if partition != solo:
-                pipe.sadd(keys.lane_hint(lane), partition)
+            for lane, partition in new:
+                pipe.sadd(keys.USED_PARTITIONS, partition)
+                if partition != solo_partition(lane, self.env.partitions.flow):
+                    pipe.sadd(keys.lane_hint(lane), partition)
 
         await self._conn().pipeline(record)
-        self._known.add((lane, partition))
-        self._used.add(partition)
+        self._known |= new
+        self._used |= {partition for _, partition in new}
 
     async def _claim_order(self, lane: str, solo: int, now: int) -> list[int]:
         if self._work.stale(lane):
@@ -173,45 +178,89 @@ class ValkeyBackend(BackendBase):
         return op.name in self._operations
 
     async def apply(self, mutations: Sequence[Mutation]) -> list[Applied]:
-        return [await self._apply(m) for m in mutations]
+        """One FCALL per partition the mutations touch, all in one pipeline (one round
+        trip); each mutation is atomic alone, as through its own function."""
+        answers: dict[int, Applied] = {}
+        items: list[tuple[int, Mutation, str, dict[str, Any], bytes | None]] = []
+        for i, m in enumerate(mutations):
+            if m.op.name not in self._operations:
+                answers[i] = Applied(error=Unavailable(m.op.name, self.name))
+                continue
+            call = {"_op": m.op.name, **args_to_dict(m.args)}
+            data = None
+            for name, value in list(call.items()):
+                if isinstance(value, bytes):  # the bytes travel beside the JSON
+                    call["_bytes"], data = name, call.pop(name)
+            items.append((i, m, keys.record(m.execution_id), call, data))
+        for (i, m, _, _, _), raw in zip(items, await self._many("ff_apply_many", [
+                (m.op.lua, key, call, data) for _, m, key, call, data in items]), strict=True):
+            answers[i] = self._applied(m, raw)
+        return [answers[i] for i in range(len(mutations))]
 
-    async def _apply(self, m: Mutation) -> Applied:
-        if m.op.name not in self._operations:
-            return Applied(error=Unavailable(m.op.name, self.name))
-        call = self._args(**args_to_dict(m.args))
-        data = None
-        for name, value in list(call.items()):
-            if isinstance(value, bytes):  # the bytes travel beside the JSON
-                call["_bytes"], data = name, call.pop(name)
-        answer = codec.decode_answer(await self._fcall(m.op.lua, keys.record(m.execution_id),
-                                                       call, data))
+    async def _many(self, many: str, steps: Sequence[tuple[str, str, dict[str, Any],
+                                                          bytes | None]]) -> list[Any]:
+        """Steps ``(function, key, args, bytes)``: one partition's single step calls its
+        own function, several call ``many`` (``ff_apply_many``/``ff_create_many``) once;
+        the answers, decoded, in the order of ``steps``."""
+        if not steps:
+            return []
+        common = self._args()
+        groups: dict[str, list[int]] = {}
+        for i, (_, key, _, _) in enumerate(steps):
+            groups.setdefault(key[:key.index("}") + 1], []).append(i)
+        calls = []
+        for members in groups.values():
+            if len(members) == 1:
+                fn, key, args, data = steps[members[0]]
+                calls.append((fn, [key], {**common, **args}, [] if data is None else [data]))
+            else:
+                calls.append((many, [steps[i][1] for i in members],
+                              {**common, "items": [codec.without_nulls(steps[i][2])
+                                                   for i in members]},
+                              [steps[i][3] or b"" for i in members]))
+        answers: list[Any] = [None] * len(steps)
+        for members, raw in zip(groups.values(), await self._conn().fcall_many(calls),
+                                strict=True):
+            if isinstance(raw, BaseException):
+                raise raw
+            decoded = codec.decode_answer(raw)
+            for i, answer in zip(members, decoded["a"] if len(members) > 1 else [decoded],
+                                 strict=True):
+                answers[i] = answer
+        return answers
+
+    def _applied(self, m: Mutation, answer: dict[str, Any]) -> Applied:
         woken = tuple(answer.get("w") or ())
         # Any change may move when the partition's work is next claimable (a retry's
         # backoff, a delay): the claim's view of it is refreshed.
         self._touched(m.execution_id)
         if answer.get("missing"):
             return Applied(error=m.op.missing_error(m.execution_id))
+        if answer.get("unsupported"):
+            return Applied(error=Unavailable(m.op.name, self.name))
         if "err" in answer:
             return Applied(error=error_from(answer["err"], answer.get("d") or {}), woken=woken)
         outcome = answer.get("ok")
         return Applied(from_wire(outcome, m.op.plain) if outcome else None, woken=woken)
 
     async def create(self, batch: Sequence[CreateArgs]) -> list[Applied]:
-        return [await self._create(args) for args in batch]
-
-    async def _create(self, args: CreateArgs) -> Applied:
-        ex = rules.create(args, Ctx(now=self.env.clock.now_ms(),
-                                    retention_ms=self.env.retention_ms))
-        call: dict[str, Any] = {"row": codec.row_of(ex), "now": ex.created_at}
-        if args.idempotency_key is not None:
-            call.update(idempotency_key=args.idempotency_key,
-                        idempotency_ttl_ms=args.policy.dedup_window_ms or IDEMPOTENCY_TTL_MS,
-                        idempotency_grace_ms=IDEMPOTENCY_GRACE_MS)
-        await self._remember(args.lane_id, args.partition_id)
-        answer = codec.decode_answer(await self._fcall(
-            "ff_create", keys.record(ex.execution_id), call, args.input_payload))
-        self._work.mark(args.partition_id, args.lane_id)  # work (due now or later) is there
-        return Applied(from_wire(answer["ok"]), woken=tuple(answer.get("w") or ()))
+        """After the hints that let claims find the work: one FCALL per partition, all in
+        one pipeline."""
+        ctx = Ctx(now=self.env.clock.now_ms(), retention_ms=self.env.retention_ms)
+        steps = []
+        for args in batch:
+            ex = rules.create(args, ctx)
+            call: dict[str, Any] = {"row": codec.row_of(ex), "now": ex.created_at}
+            if args.idempotency_key is not None:
+                call.update(idempotency_key=args.idempotency_key,
+                            idempotency_ttl_ms=args.policy.dedup_window_ms or IDEMPOTENCY_TTL_MS,
+                            idempotency_grace_ms=IDEMPOTENCY_GRACE_MS)
+            steps.append(("ff_create", keys.record(ex.execution_id), call, args.input_payload))
+        await self._remember({(args.lane_id, args.partition_id) for args in batch})
+        answers = await self._many("ff_create_many", steps)
+        for args in batch:
+            self._work.mark(args.partition_id, args.lane_id)  # work (due now or later) is there
+        return [Applied(from_wire(a["ok"]), woken=tuple(a.get("w") or ())) for a in answers]
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         return codec.execution_from(await self._conn().call(self._conn().client.hgetall,
@@ -249,10 +298,11 @@ class ValkeyBackend(BackendBase):
         tasks: list[tuple[dict[str, Any], bytes]] = []
         for partition in await self._claim_order(args.lane_id, solo, call["now"]):
             want = args.max_tasks - len(tasks)
-            call.update(max=want, lease_ids=[str(uuid.uuid4()) for _ in range(want)],
-                        attempt_ids=[str(uuid.uuid4()) for _ in range(want)])
+            ids = fresh_uuids(2 * want)
+            call.update(max=want, lease_ids=ids[:want], attempt_ids=ids[want:])
+            since = self._work.view(args.lane_id).version
             got = await self._fcall("ff_claim", keys.partition(partition), call)
-            self._work.seen(args.lane_id, partition, float(got[0]))
+            self._work.seen(args.lane_id, partition, float(got[0]), since)
             woken += [args.lane_id] * int(got[1])
             for i in range(2, len(got), 3):
                 attempt_type, payload, flat = got[i:i + 3]

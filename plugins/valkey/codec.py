@@ -43,9 +43,14 @@ def row_of(ex: Execution) -> dict[str, Any]:
     return {k: v for k, v in ex.to_row().items() if v is not None}
 
 
+def without_nulls(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments as Lua reads them: cjson's null is truthy there, absent means None."""
+    return {k: v for k, v in args.items() if v is not None}
+
+
 def encode_args(args: Mapping[str, Any]) -> str:
-    """ARGV[1]: JSON without nulls (cjson's null is truthy in Lua; absent means None)."""
-    return json.dumps({k: v for k, v in args.items() if v is not None}, separators=(",", ":"))
+    """ARGV[1]: JSON without top-level nulls."""
+    return json.dumps(without_nulls(args), separators=(",", ":"))
 
 
 def decode_answer(raw: bytes | str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ calls fail at once."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -151,22 +151,28 @@ class Connection:
     async def command(self, *args: Any, **kwargs: Any) -> Any:
         return await self.call(self.client.execute_command, *args, **kwargs)
 
-    async def pipeline(self, build: Callable[[Any], None]) -> list[Any]:
+    async def pipeline(self, build: Callable[[Any], None], *,
+                       raise_on_error: bool = True) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         build(pipe)
-        return await self.call(pipe.execute)
+        answers = await self.call(pipe.execute, raise_on_error=raise_on_error)
+        if not raise_on_error:  # a store outage still fails the whole pipeline
+            for answer in answers:
+                if isinstance(answer, STORE_DOWN):
+                    raise self._unavailable(answer) from answer
+        return list(answers)
 
-    async def fcall(self, name: str, key: str, args: dict[str, Any], data: bytes | None = None,
-                    *, read_only: bool = False) -> Any:
-        """One library function on ``key``'s slot; a library lost to a restart, failover or
-        FUNCTION FLUSH is loaded again once and the call retried once."""
-        argv: list[Any] = [codec.encode_args(args)]
-        if data is not None:
-            argv.append(data)
+    async def fcall(self, name: str, key: str | list[str], args: dict[str, Any],
+                    *data: bytes | None, read_only: bool = False) -> Any:
+        """One library function on ``key``'s slot (or ``keys``, of one slot); a library
+        lost to a restart, failover or FUNCTION FLUSH is loaded again once and the call
+        retried once."""
+        keys = [key] if isinstance(key, str) else key
+        argv: list[Any] = [codec.encode_args(args), *(d for d in data if d is not None)]
         verb = "FCALL_RO" if read_only else "FCALL"
         seen = self._reloads
         try:
-            return await self.command(verb, name, 1, key, *argv)
+            return await self.command(verb, name, len(keys), *keys, *argv)
         except rx.ResponseError as exc:
             if not function_missing(exc):
                 raise
@@ -174,7 +180,33 @@ class Connection:
             if self._reloads == seen:  # nobody reloaded since this call went out
                 await self._reload(self)
                 self._reloads += 1
-        return await self.command(verb, name, 1, key, *argv)
+        return await self.command(verb, name, len(keys), *keys, *argv)
+
+    async def fcall_many(self, calls: Sequence[tuple[str, list[str], dict[str, Any],
+                                                     list[bytes]]]) -> list[Any]:
+        """Library functions ``(name, keys, args, bytes)`` in one pipeline (one round trip
+        per node), answers in order; an error answers its own call only. Calls a lost
+        library refused are retried one by one, after loading it again."""
+        if len(calls) == 1:
+            return [await self._one(*calls[0])]
+
+        def build(pipe: Any) -> None:
+            for name, keys, args, data in calls:
+                pipe.execute_command("FCALL", name, len(keys), *keys, codec.encode_args(args),
+                                     *data)
+
+        answers = await self.pipeline(build, raise_on_error=False)
+        for i, answer in enumerate(answers):
+            if isinstance(answer, BaseException) and function_missing(answer):
+                answers[i] = await self._one(*calls[i])
+        return answers
+
+    async def _one(self, name: str, keys: list[str], args: dict[str, Any],
+                   data: list[bytes]) -> Any:
+        try:
+            return await self.fcall(name, keys, args, *data)
+        except rx.ResponseError as exc:
+            return exc
 
     def primaries(self) -> list[ClusterNode] | list[None]:
         """The nodes a per-node command must reach (``[None]``: the one server)."""

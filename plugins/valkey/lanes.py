@@ -23,6 +23,7 @@ class LaneView:
     scores: dict[int, float] = field(default_factory=dict)
     probed_at: float = -math.inf
     version: int = 0
+    #: partition -> the version of its last mark (at most one entry per partition).
     marked: dict[int, int] = field(default_factory=dict)
     probing: bool = False
 
@@ -48,9 +49,13 @@ class WorkMap:
             view.scores[partition] = 0
             view.marked[partition] = view.version
 
-    def seen(self, lane: str, partition: int, next_claimable: float) -> None:
-        """A claim answer: the lane's work left on ``partition`` (-1: none)."""
+    def seen(self, lane: str, partition: int, next_claimable: float, since_version: int) -> None:
+        """A claim answer, for a call made at ``since_version``: the lane's work left on
+        ``partition`` (-1: none). Work marked there since the call went out stays marked:
+        the call may have run before that work landed."""
         view = self.view(lane)
+        if view.marked.get(partition, -1) > since_version:
+            return
         if next_claimable < 0:
             view.scores.pop(partition, None)
         else:
@@ -63,7 +68,7 @@ class WorkMap:
         for partition, version in view.marked.items():
             if version > since_version:
                 scores[partition] = 0
-        view.scores, view.marked = scores, {}
+        view.scores = scores
         view.probed_at = time.monotonic()
 
     def order(self, lane: str, solo: int, now: int) -> list[int]:

@@ -7,11 +7,11 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from flowfabric_lua import library_files
 from redis import exceptions as rx
 
 from appliance.core.errors import StartupError
 from appliance.core.partitions import PartitionConfig
-from flowfabric_lua import library_files
 
 from . import generated, keys
 

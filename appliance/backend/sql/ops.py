@@ -10,7 +10,6 @@ local wake-up).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from appliance.core.effects import (
     UpdateAttempt,
 )
 from appliance.core.errors import FlowFabricError
+from appliance.core.ids import fresh_uuids
 from appliance.core.operations import Applied, Ctx, Missing, Mutation
 from appliance.core.outcomes import Claimed, Created, Duplicate, Purged
 from appliance.core.record import (
@@ -254,8 +254,8 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
         for row in candidates[:want]:
             ex = Execution.from_row(row)
             before = ex.snapshot()
-            effect = rules.claim(ex, args, ctx, lease_id=str(uuid.uuid4()),
-                                 attempt_id=str(uuid.uuid4()))
+            lease_id, attempt_id = fresh_uuids(2)
+            effect = rules.claim(ex, args, ctx, lease_id=lease_id, attempt_id=attempt_id)
             yield from write(ex, before, effect)
             if isinstance(effect.outcome, Claimed):
                 leased.append((ex, effect.outcome.attempt_type))
