@@ -214,6 +214,9 @@ end
 -- and how many executions became claimable.
 local woken = {}
 local made_claimable = 0
+-- The appliance calling (its args' _o), named in what the call publishes so that its own
+-- notifications, already acted on, come back recognisable.
+local origin = ''
 
 -- When the lane's work on this partition is next claimable, kept in ff:p:{fp:N}:lanes so a
 -- claim can tell which partitions are worth a call (see flowfabric_valkey.lanes).
@@ -277,13 +280,20 @@ local function unindex(ex)
 end
 
 -- Publish the lanes this call made claimable (for other appliances) and return them (for
--- the caller's own wake-up).
+-- the caller's own wake-up). A message is "<origin>|<partition>:<lane>".
 local function publish_woken()
   local lanes = {}
   for where, lane in pairs(woken) do
-    redis.call('PUBLISH', WORK_CHANNEL, where)
+    redis.call('PUBLISH', WORK_CHANNEL, origin .. '|' .. where)
     lanes[#lanes + 1] = lane
   end
-  woken, made_claimable = {}, 0
+  woken, made_claimable, origin = {}, 0, ''
   return lanes
+end
+
+-- ARGV[1], decoded; it names the appliance calling.
+local function args_of(argv)
+  local a = cjson.decode(argv[1])
+  origin = a._o or ''
+  return a
 end

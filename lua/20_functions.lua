@@ -74,7 +74,7 @@ local function create_one(a, payload)
 end
 
 local function create(keys, argv)
-  return create_one(cjson.decode(argv[1]), argv[2])
+  return create_one(args_of(argv), argv[2])
 end
 
 -- The lanes the last step made claimable, kept to be published once at the end of a call
@@ -95,7 +95,7 @@ end
 -- Answers {"a": [answer...]}, each answer with the lanes its step made claimable.
 local function many(step)
   return function(keys, argv)
-    local a = cjson.decode(argv[1])
+    local a = args_of(argv)
     local answers, published = {}, {}
     for i, item in ipairs(a.items) do
       item.now, item.retention_ms = item.now or a.now, a.retention_ms
@@ -187,7 +187,7 @@ end
 -- the lane's work left here is claimable (0: now, -1: there is none) and promoted how many
 -- delays came due (each made an execution claimable).
 local function claim(keys, argv)
-  local a = cjson.decode(argv[1])
+  local a = args_of(argv)
   local c = ctx(a)
   local p = pkey(string.match(keys[1], '{fp:%d+}'))
   promote_due(p, a.lane_id, a, c)
@@ -200,7 +200,7 @@ end
 -- One operation of core.operations: the rule RULES[name] on the execution KEYS[1] names.
 local function operation(rule)
   return function(keys, argv)
-    local a = cjson.decode(argv[1])
+    local a = args_of(argv)
     if a._bytes then a[a._bytes] = argv[2] or '' end
     return mutate(eid_of(keys[1]), rule, a)
   end
@@ -217,7 +217,7 @@ end
 local function register(name, fn)
   redis.register_function(name, function(keys, argv)
     NULL = cjson.null
-    woken, made_claimable = {}, 0
+    woken, made_claimable, origin = {}, 0, ''
     local answer = fn(keys, argv)
     answer.w = publish_woken()
     return jenc(answer)
@@ -227,7 +227,7 @@ end
 local function register_raw(name, fn)
   redis.register_function(name, function(keys, argv)
     NULL = cjson.null
-    woken, made_claimable = {}, 0
+    woken, made_claimable, origin = {}, 0, ''
     local answer = fn(keys, argv)
     publish_woken()
     return answer

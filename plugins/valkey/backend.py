@@ -28,7 +28,7 @@ from appliance.core.errors import (
     Unavailable,
     error_from,
 )
-from appliance.core.ids import fresh_uuids, parse_execution_id
+from appliance.core.ids import fresh_uuid, fresh_uuids, parse_execution_id
 from appliance.core.operations import Applied, Ctx, Mutation, Operation, args_to_dict
 from appliance.core.outcomes import from_wire
 from appliance.core.partitions import solo_partition
@@ -64,6 +64,8 @@ class ValkeyBackend(BackendBase):
         self.conn: Connection | None = None
         self.env = BackendEnv()
         self._work = WorkMap()
+        #: Names this appliance in the work notifications its calls publish.
+        self.origin = fresh_uuid()[:8]
         self._known: set[tuple[str, int]] = set()
         self._known_since = time.monotonic()
         self._used: set[int] = set()
@@ -114,7 +116,7 @@ class ValkeyBackend(BackendBase):
 
     def _args(self, **values: Any) -> dict[str, Any]:
         return {"now": self.env.clock.now_ms(), "retention_ms": self.env.retention_ms,
-                **values}
+                "_o": self.origin, **values}
 
     async def _fcall(self, name: str, key: str, args: dict[str, Any],
                      data: bytes | None = None) -> Any:
@@ -366,9 +368,11 @@ class ValkeyBackend(BackendBase):
                         await trio.sleep(PUBSUB_POLL_S)
                     continue
                 if message and message.get("type") == "message":
-                    partition, _, lane = message["data"].decode().partition(":")
-                    self._work.mark(int(partition), lane)
-                    notify(lane)
+                    origin, _, where = message["data"].decode().partition("|")
+                    if origin != self.origin:  # this appliance woke its own claims
+                        partition, _, lane = where.partition(":")
+                        self._work.mark(int(partition), lane)
+                        notify(lane)
         finally:
             with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await trio_asyncio.aio_as_trio(pubsub.aclose, loop=conn.loop)()

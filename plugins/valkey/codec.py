@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, fields
 from typing import Any
+
+from msgspec import json as _json
 
 from appliance.core.record import Execution
 
@@ -19,17 +20,27 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
+#: field name (bytes and str) -> (name, how to read its stored value; int() reads digits
+#: from bytes as from str).
+_READ: dict[bytes | str, tuple[str, Any]] = {}
+for _name in _FIELDS:
+    _READ[_name] = _READ[_name.encode()] = (_name, int if _name in _INTS else _text)
+
+
 def execution_from(stored: Mapping[Any, Any] | Sequence[Any]) -> Execution | None:
     """An ``Execution`` from HGETALL (a dict, or the flat list a function returns)."""
-    pairs: Iterable[tuple[Any, Any]] = (
-        stored.items() if isinstance(stored, Mapping)
-        else zip(stored[::2], stored[1::2], strict=True))
+    if isinstance(stored, Mapping):
+        pairs: Iterable[tuple[Any, Any]] = stored.items()
+    else:
+        if len(stored) % 2:
+            raise ValueError("stored execution record is not a list of field/value pairs")
+        flat = iter(stored)
+        pairs = zip(flat, flat)
     values: dict[str, Any] = {}
     for raw_key, raw_value in pairs:
-        key = _text(raw_key)
-        if key in _FIELDS:
-            text = _text(raw_value)
-            values[key] = int(text) if key in _INTS else text
+        known = _READ.get(raw_key)
+        if known is not None:
+            values[known[0]] = known[1](raw_value)
     if not values:
         return None
     missing = [k for k in _REQUIRED if k not in values]
@@ -50,8 +61,8 @@ def without_nulls(args: Mapping[str, Any]) -> dict[str, Any]:
 
 def encode_args(args: Mapping[str, Any]) -> str:
     """ARGV[1]: JSON without top-level nulls."""
-    return json.dumps(without_nulls(args), separators=(",", ":"))
+    return _json.encode(without_nulls(args))
 
 
 def decode_answer(raw: bytes | str) -> dict[str, Any]:
-    return json.loads(_text(raw))
+    return _json.decode(raw)
