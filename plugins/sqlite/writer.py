@@ -2,11 +2,11 @@
 
 Callers queue their operation on a memory channel and wait, first come first
 served. The writer task (run in the backend's own nursery, see
-``SqliteBackend.serve``) takes whatever has queued, runs each operation on the
-Trio thread in its own SAVEPOINT of one transaction and commits once — one
-fsync (``synchronous=FULL``) for the whole group — on a worker thread, so a
-slow disk does not stall the event loop; callers queued meanwhile form the next
-group. Nobody hears back before their operation is durable; a failing
+``SqliteBackend.serve``) takes whatever has queued, runs each operation in its own SAVEPOINT of one
+transaction and commits once — one fsync (``synchronous=FULL``) for the whole
+group — all on the Trio thread (a group is short: handing it to a worker thread
+cost more than it saved, spec/backends.md); callers queued meanwhile form the
+next group. Nobody hears back before their operation is durable; a failing
 operation rolls back only its savepoint. A caller that is cancelled stops
 waiting at once: an operation not yet started is dropped, one already in a
 group commits or not with it, atomically either way.
@@ -72,6 +72,7 @@ class Writer:
         """Run ``fn(conn)`` in the next group; returns once that group committed."""
         if self.closed or self._conn is None or self._stopped:
             raise StoreUnavailable("the SQLite store is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller never queues
         job = _Job(fn)
         if not self._running:  # preparing: no writer task yet
             async with self._inline:

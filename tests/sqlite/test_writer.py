@@ -47,10 +47,9 @@ async def test_a_cancelled_caller_stops_waiting_and_its_queued_operation_is_drop
         async with trio.open_nursery() as callers:
             for i in range(200):
                 callers.start_soon(busy, i)
-            # Everyone queued, and the writer committing their group in a thread.
             await trio.testing.wait_all_tasks_blocked()
             with trio.CancelScope() as scope:
-                scope.cancel()  # cancelled while queued behind that group
+                scope.cancel()  # cancelled before its operation could start
                 await writer.call(lambda c: ran.append("late"))
             assert scope.cancelled_caught
         nursery.cancel_scope.cancel()

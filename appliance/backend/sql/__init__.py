@@ -11,6 +11,7 @@ from .statements import (
                          Stmt,
                          all_,
                          exec_,
+                         later,
                          notify,
                          one,
                          run_async,
@@ -18,4 +19,4 @@ from .statements import (
 )
 
 __all__ = ["POSTGRES", "SQLITE", "Dialect", "Op", "OpFactory", "SqlBackend", "Stmt", "all_",
-           "exec_", "notify", "one", "run_async", "run_blocking"]
+           "exec_", "later", "notify", "one", "run_async", "run_blocking"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
@@ -57,7 +56,7 @@ class SqlBackend(BackendBase):
         if not batch:
             return []
         ctx = self.ctx()
-        return await self.run(lambda: ops.each([partial(ops.create, a, ctx) for a in batch]))
+        return await self.run(lambda: ops.create_many(list(batch), ctx))
 
     async def claim(self, args: ClaimArgs) -> Claim:
         return await self.run(lambda: ops.claim(args, self.ctx()))

@@ -11,6 +11,7 @@ local wake-up).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from appliance.core import transitions as rules
@@ -36,7 +37,7 @@ from appliance.core.scanners import Scanner
 from appliance.core.transitions import NoArgs, promote_delayed
 
 from ..protocol import Claim
-from .statements import Op, all_, exec_, notify, one
+from .statements import Op, all_, exec_, later, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 CLAIM_WINDOW = 64
@@ -65,18 +66,18 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
                if old != v}
     if changed:
         sets = ", ".join(f"{k} = ?" for k in changed)
-        yield exec_(f"UPDATE ff_exec SET {sets} WHERE execution_id = ?",
+        yield later(f"UPDATE ff_exec SET {sets} WHERE execution_id = ?",
                     *changed.values(), ex.execution_id)
     for w in effect.writes:
         if isinstance(w, UpdateAttempt):
             sets = ", ".join(f"{k} = ?" for k in w.values)
-            yield exec_(f"UPDATE ff_attempt SET {sets} WHERE execution_id = ? AND "
+            yield later(f"UPDATE ff_attempt SET {sets} WHERE execution_id = ? AND "
                         f"attempt_index = ?", *w.values.values(), ex.execution_id, w.index)
         elif isinstance(w, NewAttempt):
             row = w.attempt.to_row()
-            yield exec_(_INSERT_ATTEMPT, *(row[c] for c in ATTEMPT_COLUMNS))
+            yield later(_INSERT_ATTEMPT, *(row[c] for c in ATTEMPT_COLUMNS))
         elif isinstance(w, StoreResult):
-            yield exec_("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?", w.data,
+            yield later("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?", w.data,
                         ex.execution_id)
     if rules.made_claimable(before[CLAIMABLE], ex):
         yield notify(ex.lane_id)
@@ -85,9 +86,9 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
 
 
 def _delete(execution_id: str) -> Op:
-    yield exec_("DELETE FROM ff_attempt WHERE execution_id = ?", execution_id)
-    yield exec_("DELETE FROM ff_exec_data WHERE execution_id = ?", execution_id)
-    yield exec_("DELETE FROM ff_exec WHERE execution_id = ?", execution_id)
+    yield later("DELETE FROM ff_attempt WHERE execution_id = ?", execution_id)
+    yield later("DELETE FROM ff_exec_data WHERE execution_id = ?", execution_id)
+    yield later("DELETE FROM ff_exec WHERE execution_id = ?", execution_id)
 
 
 def apply(m: Mutation, ctx: Ctx) -> Op:
@@ -170,13 +171,68 @@ def create(args: CreateArgs, ctx: Ctx) -> Op:
     inserted = yield exec_(_INSERT_EXEC, *(row[c] for c in EXECUTION_COLUMNS))
     if not inserted:
         return Applied(Duplicate(args.execution_id))
-    yield exec_("INSERT INTO ff_exec_data (execution_id, input_payload) VALUES (?, ?)",
+    yield later("INSERT INTO ff_exec_data (execution_id, input_payload) VALUES (?, ?)",
                 args.execution_id, args.input_payload)
     woken: tuple[str, ...] = ()
     if ex.claimable:
         yield notify(ex.lane_id)
         woken = (ex.lane_id,)
     return Applied(Created(ex.execution_id, ex.public_state), woken=woken)
+
+
+def create_many(batch: list[CreateArgs], ctx: Ctx) -> Op:
+    """Each create as ``create`` does, in order; a run of creates without an
+    idempotency key inserts with one statement per ``_ROWS_PER_INSERT``."""
+    answers: list[Applied] = []
+    run: list[CreateArgs] = []
+    for args in [*batch, None]:
+        if args is not None and args.idempotency_key is None:
+            run.append(args)
+            continue
+        for start in range(0, len(run), _ROWS_PER_INSERT):
+            answers += yield from _insert_run(run[start:start + _ROWS_PER_INSERT], ctx)
+        run = []
+        if args is not None:
+            answers += yield from each([partial(create, args, ctx)])
+    return answers
+
+
+#: Rows per multi-row INSERT: within SQLite's 32,766 bound parameters.
+_ROWS_PER_INSERT = 32_000 // len(EXECUTION_COLUMNS)
+
+
+def _insert_run(run: list[CreateArgs], ctx: Ctx) -> Op:
+    made: list[Execution | FlowFabricError] = []
+    for args in run:
+        try:
+            made.append(rules.create(args, ctx))
+        except FlowFabricError as exc:
+            made.append(exc)
+    rows = [ex.to_row() for ex in made if isinstance(ex, Execution)]
+    if not rows:
+        return [Applied(error=exc) for exc in made]
+    values = ", ".join(["(" + ", ".join("?" * len(EXECUTION_COLUMNS)) + ")"] * len(rows))
+    inserted = yield all_(f"INSERT INTO ff_exec ({', '.join(EXECUTION_COLUMNS)}) VALUES "
+                          f"{values} ON CONFLICT DO NOTHING RETURNING execution_id",
+                          *(row[c] for row in rows for c in EXECUTION_COLUMNS))
+    fresh = {row["execution_id"] for row in inserted}
+    answers, data = [], []
+    for args, ex in zip(run, made, strict=True):
+        if not isinstance(ex, Execution):
+            answers.append(Applied(error=ex))
+        elif ex.execution_id in fresh:  # the first of the run with this id made it
+            fresh.discard(ex.execution_id)
+            data += [ex.execution_id, args.input_payload]
+            woken = (ex.lane_id,) if ex.claimable else ()
+            if woken:
+                yield notify(ex.lane_id)
+            answers.append(Applied(Created(ex.execution_id, ex.public_state), woken=woken))
+        else:
+            answers.append(Applied(Duplicate(ex.execution_id)))
+    if data:
+        yield later("INSERT INTO ff_exec_data (execution_id, input_payload) VALUES "
+                    + ", ".join(["(?, ?)"] * (len(data) // 2)), *data)
+    return answers
 
 
 # -- reads --------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 An operation is a generator that yields ``Stmt`` values and receives their
 results (``one`` → a row or None, ``all`` → a list of rows, ``exec`` → the row
-count; a row is a mapping by column name). The same operation then runs on a blocking DB-API connection
+count, ``later`` → nothing; a row is a mapping by column name). A ``later`` write
+and a ``notify`` may be held back until the operation's next read or its end: the
+async driver sends what it held in one pipeline, one round trip. The same operation then runs on a blocking DB-API connection
 (``run_blocking``) or an async one (``run_async``); SQL text uses ``?``
 placeholders plus ``{lock}`` / ``{skip_locked}`` markers the dialect renders.
 """
@@ -22,7 +24,7 @@ OpFactory = Callable[[], Op]
 class Stmt:
     sql: str
     params: tuple[Any, ...]
-    mode: str  # "one" | "all" | "exec" | "notify"
+    mode: str  # "one" | "all" | "exec" | "later" | "notify"
 
 
 def one(sql: str, *params: Any) -> Stmt:
@@ -35,6 +37,11 @@ def all_(sql: str, *params: Any) -> Stmt:
 
 def exec_(sql: str, *params: Any) -> Stmt:
     return Stmt(sql, params, "exec")
+
+
+def later(sql: str, *params: Any) -> Stmt:
+    """A write whose row count the operation does not need (it may be sent later)."""
+    return Stmt(sql, params, "later")
 
 
 def notify(lane: str) -> Stmt:
@@ -61,7 +68,7 @@ class Dialect:
 SQLITE = Dialect("sqlite", placeholder="?", lock="", skip_locked="")
 POSTGRES = Dialect("postgres", placeholder="%s", lock=" FOR UPDATE",
                    skip_locked=" FOR UPDATE SKIP LOCKED",
-                   notify_sql="SELECT pg_notify('ff_work', %s)")
+                   notify_sql="SELECT pg_notify('ff_work', lane) FROM unnest(%s::text[]) AS lane")
 
 
 def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
@@ -74,7 +81,7 @@ def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
             if stmt.mode == "notify":
                 result = None
                 if dialect.notify_sql:
-                    conn.execute(dialect.notify_sql, stmt.params)
+                    conn.execute(dialect.notify_sql, ([stmt.params[0]],))
                 continue
             cur = conn.execute(dialect.render(stmt.sql), stmt.params)
             if stmt.mode == "one":
@@ -82,22 +89,42 @@ def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
             elif stmt.mode == "all":
                 result = cur.fetchall()
             else:
-                result = cur.rowcount
+                result = cur.rowcount if stmt.mode == "exec" else None
     except StopIteration as stop:
         return stop.value
 
 
 async def run_async(op: Op, conn: Any, dialect: Dialect) -> Any:
-    """Drive ``op`` on an async connection (psycopg with ``dict_row``)."""
+    """Drive ``op`` on an async psycopg connection; ``later`` writes and notifications
+    wait for the next statement that answers something, or the end, and then go in one
+    pipeline (one notification per lane)."""
+    held: list[Stmt] = []
+    lanes: dict[str, None] = {}
+
+    async def flush() -> None:
+        if lanes and dialect.notify_sql:
+            held.append(Stmt(dialect.notify_sql, (list(lanes),), "notify"))
+        lanes.clear()
+        if len(held) > 1:
+            async with conn.pipeline():
+                for stmt in held:
+                    await conn.execute(_text(stmt, dialect), stmt.params)
+        elif held:
+            await conn.execute(_text(held[0], dialect), held[0].params)
+        held.clear()
+
     result: Any = None
     try:
         while True:
             stmt = op.send(result)
+            result = None
             if stmt.mode == "notify":
-                result = None
-                if dialect.notify_sql:
-                    await conn.execute(dialect.notify_sql, stmt.params)
+                lanes[stmt.params[0]] = None
                 continue
+            if stmt.mode == "later":
+                held.append(stmt)
+                continue
+            await flush()
             cur = await conn.execute(dialect.render(stmt.sql), stmt.params)
             if stmt.mode == "one":
                 result = await cur.fetchone()
@@ -106,4 +133,9 @@ async def run_async(op: Op, conn: Any, dialect: Dialect) -> Any:
             else:
                 result = cur.rowcount
     except StopIteration as stop:
+        await flush()
         return stop.value
+
+
+def _text(stmt: Stmt, dialect: Dialect) -> str:
+    return stmt.sql if stmt.mode == "notify" else dialect.render(stmt.sql)
