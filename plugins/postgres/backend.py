@@ -112,6 +112,7 @@ class PostgresBackend(SqlBackend):
             timeout=self.connect_timeout_s, configure=self._remember_pid,
             connection_class=_connecting_within(self.connect_timeout_s),
             kwargs={"autocommit": True, "row_factory": dict_row,
+                    "cursor_factory": psycopg.AsyncRawCursor,
                     "connect_timeout": libpq_timeout(self.connect_timeout_s)})
         try:
             await pool.open(wait=True, timeout=self.connect_timeout_s * 2)

@@ -62,13 +62,18 @@ class Dialect:
 
     def _render(self, sql: str) -> str:
         sql = sql.replace("{lock}", self._lock).replace("{skip_locked}", self._skip_locked)
+        if self._placeholder == "$n":  # numbered: $1, $2, ...
+            parts = sql.split("?")
+            return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
         return sql.replace("?", self._placeholder) if self._placeholder != "?" else sql
 
 
 SQLITE = Dialect("sqlite", placeholder="?", lock="", skip_locked="")
-POSTGRES = Dialect("postgres", placeholder="%s", lock=" FOR UPDATE",
+#: For psycopg's raw cursors (``AsyncRawCursor``): server-side ``$n`` parameters, so
+#: psycopg does not parse each query's text for ``%s``.
+POSTGRES = Dialect("postgres", placeholder="$n", lock=" FOR UPDATE",
                    skip_locked=" FOR UPDATE SKIP LOCKED",
-                   notify_sql="SELECT pg_notify('ff_work', lane) FROM unnest(%s::text[]) AS lane")
+                   notify_sql="SELECT pg_notify('ff_work', lane) FROM unnest($1::text[]) AS lane")
 
 
 def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
