@@ -37,7 +37,7 @@ from appliance.core.scanners import Scanner
 from appliance.core.transitions import NoArgs, promote_delayed
 
 from ..protocol import Claim
-from .statements import Op, all_, exec_, later, notify, one
+from .statements import Op, Stmt, all_, exec_, grouped, held_writes, later, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 CLAIM_WINDOW = 64
@@ -114,7 +114,8 @@ def _apply_to(m: Mutation, ex: Execution | None, ctx: Ctx) -> Op:
 
 def apply_many(mutations: list[Mutation], ctx: Ctx) -> Op:
     """Each mutation as ``apply`` does, the records loaded with one statement (in id
-    order, so two transactions lock overlapping sets in the same order)."""
+    order, so two transactions lock overlapping sets in the same order), the writes
+    sent together (``grouped`` when no execution appears twice)."""
     loaded: dict[str, Execution] = {}
     for lock in ("{lock}", "{skip_locked}"):
         ids = sorted({m.execution_id for m in mutations
@@ -124,14 +125,19 @@ def apply_many(mutations: list[Mutation], ctx: Ctx) -> Op:
                               f"({', '.join('?' * len(ids))}) ORDER BY execution_id{lock}", *ids)
             loaded.update((row["execution_id"], Execution.from_row(row)) for row in rows)
     answers: list[Applied] = []
+    writes: list[Stmt] = []
     for m in mutations:
         try:
-            answer = yield from _apply_to(m, loaded.get(m.execution_id), ctx)
+            stmts, answer = held_writes(_apply_to(m, loaded.get(m.execution_id), ctx))
+            writes += stmts
         except FlowFabricError as exc:
             answer = Applied(error=exc)
         if isinstance(answer.outcome, Purged):
             loaded.pop(m.execution_id, None)  # gone: a later item finds nothing
         answers.append(answer)
+    distinct = len({m.execution_id for m in mutations}) == len(mutations)
+    for stmt in grouped(writes) if distinct else writes:
+        yield stmt
     return answers
 
 
@@ -300,6 +306,7 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
     runnable = [r["caps"] for r in sets
                 if not r["caps"] or worker_caps.issuperset(r["caps"].split(","))]
     leased: list[tuple[Execution, str]] = []
+    writes: list[Stmt] = []
     for _round in range(CLAIM_WINDOW):
         want = args.max_tasks - len(leased)
         candidates = []
@@ -312,11 +319,14 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
             before = ex.snapshot()
             lease_id, attempt_id = fresh_uuids(2)
             effect = rules.claim(ex, args, ctx, lease_id=lease_id, attempt_id=attempt_id)
-            yield from write(ex, before, effect)
+            writes += held_writes(write(ex, before, effect))[0]
             if isinstance(effect.outcome, Claimed):
                 leased.append((ex, effect.outcome.attempt_type))
             else:
                 ended = True  # the reclaim cap ended it instead
+        for stmt in grouped(writes):  # each candidate once: no row is written twice
+            yield stmt
+        writes.clear()
         if not ended or len(leased) >= args.max_tasks:
             break
     payloads = yield from _payloads([ex.execution_id for ex, _ in leased])

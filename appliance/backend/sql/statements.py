@@ -2,7 +2,7 @@
 
 An operation is a generator that yields ``Stmt`` values and receives their
 results (``one`` → a row or None, ``all`` → a list of rows, ``exec`` → the row
-count, ``later`` → nothing; a row is a mapping by column name). A ``later`` write
+count, ``later`` and ``many`` → nothing; a row is a mapping by column name). A ``later`` write
 and a ``notify`` may be held back until the operation's next read or its end: the
 async driver sends what it held in one pipeline, one round trip. The same operation then runs on a blocking DB-API connection
 (``run_blocking``) or an async one (``run_async``); SQL text uses ``?``
@@ -24,7 +24,7 @@ OpFactory = Callable[[], Op]
 class Stmt:
     sql: str
     params: tuple[Any, ...]
-    mode: str  # "one" | "all" | "exec" | "later" | "notify"
+    mode: str  # "one" | "all" | "exec" | "later" | "many" | "notify"
 
 
 def one(sql: str, *params: Any) -> Stmt:
@@ -42,6 +42,38 @@ def exec_(sql: str, *params: Any) -> Stmt:
 def later(sql: str, *params: Any) -> Stmt:
     """A write whose row count the operation does not need (it may be sent later)."""
     return Stmt(sql, params, "later")
+
+
+def many(sql: str, rows: list[tuple[Any, ...]]) -> Stmt:
+    """One write run once per parameter row (``executemany``), sent like ``later``."""
+    return Stmt(sql, tuple(rows), "many")
+
+
+def held_writes(op: Op) -> tuple[list[Stmt], Any]:
+    """Run an operation that only writes (``later``/``notify``), without a connection:
+    its statements and its value, to be sent together with others (``grouped``)."""
+    stmts: list[Stmt] = []
+    try:
+        while True:
+            stmt = op.send(None)
+            assert stmt.mode in ("later", "notify"), stmt
+            stmts.append(stmt)
+    except StopIteration as stop:
+        return stmts, stop.value
+
+
+def grouped(stmts: list[Stmt]) -> list[Stmt]:
+    """Held writes of rows that are each written by one item only, as one ``many`` per
+    statement text (in the order texts first appear: a row's writes keep their order)."""
+    texts: dict[str, list[tuple[Any, ...]]] = {}
+    notifies = []
+    for stmt in stmts:
+        if stmt.mode == "notify":
+            notifies.append(stmt)
+        else:
+            texts.setdefault(stmt.sql, []).append(stmt.params)
+    return [Stmt(sql, rows[0], "later") if len(rows) == 1 else many(sql, rows)
+            for sql, rows in texts.items()] + notifies
 
 
 def notify(lane: str) -> Stmt:
@@ -88,6 +120,10 @@ def run_blocking(op: Op, conn: Any, dialect: Dialect) -> Any:
                 if dialect.notify_sql:
                     conn.execute(dialect.notify_sql, ([stmt.params[0]],))
                 continue
+            if stmt.mode == "many":
+                conn.executemany(dialect.render(stmt.sql), stmt.params)
+                result = None
+                continue
             cur = conn.execute(dialect.render(stmt.sql), stmt.params)
             if stmt.mode == "one":
                 result = cur.fetchone()
@@ -110,10 +146,13 @@ async def run_async(op: Op, conn: Any, dialect: Dialect) -> Any:
         if lanes and dialect.notify_sql:
             held.append(Stmt(dialect.notify_sql, (list(lanes),), "notify"))
         lanes.clear()
-        if len(held) > 1:
+        if len(held) > 1 or (held and held[0].mode == "many"):
             async with conn.pipeline():
                 for stmt in held:
-                    await conn.execute(_text(stmt, dialect), stmt.params)
+                    if stmt.mode == "many":
+                        await conn.cursor().executemany(dialect.render(stmt.sql), stmt.params)
+                    else:
+                        await conn.execute(_text(stmt, dialect), stmt.params)
         elif held:
             await conn.execute(_text(held[0], dialect), held[0].params)
         held.clear()
@@ -126,7 +165,7 @@ async def run_async(op: Op, conn: Any, dialect: Dialect) -> Any:
             if stmt.mode == "notify":
                 lanes[stmt.params[0]] = None
                 continue
-            if stmt.mode == "later":
+            if stmt.mode in ("later", "many"):
                 held.append(stmt)
                 continue
             await flush()
