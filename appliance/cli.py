@@ -113,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(plugins).parse_args(argv)
     if args.command == "plugins":
         return show_plugins(plugins)
-    return serve(args, plugins)
+    return serve(args, plugins, argv)
 
 
-def serve(args: argparse.Namespace, plugins: Plugins) -> int:
-    """Check every setting, then run the appliance until it drains."""
+def serve(args: argparse.Namespace, plugins: Plugins, argv: list[str]) -> int:
+    """Check every setting, then run the appliance until it drains (``--processes N``: N
+    of them, from one parent)."""
     overrides = {s.env: getattr(args, s.env, None) for s in (*SETTINGS, *plugins.declared())
                  if s.flag}
     overrides["FF_PLUGIN_PATH"] = _plugin_path(os.environ.get("FF_PLUGIN_PATH"),
@@ -137,17 +138,24 @@ def serve(args: argparse.Namespace, plugins: Plugins) -> int:
     except StartupError as exc:
         _report([exc])
         return 1
+    from appliance import processes
+
+    pid = "[%(process)d]" if processes.is_child() else ""
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)-7s %(name)s{pid}: %(message)s")
     for info in plugins.infos:
         if info.error:
             logging.getLogger("flowfabric.plugins").warning(
                 "plugin %r (%s) is not loaded: %s", info.name, info.source, info.error)
-    from appliance.supervisor import serve as run  # imported late: keeps `--help` fast
-
     code = 1
     try:
-        code = trio.run(partial(run, config, plugins=plugins))
+        if config.processes > 1:
+            processes.check_shared(config, plugins.make_backend(config.backend, config).shared)
+            code = trio.run(processes.run, config, argv)
+        else:
+            from appliance.supervisor import serve as run  # imported late: fast `--help`
+
+            code = trio.run(partial(run, config, plugins=plugins))
     except* (StartupError, OSError) as group:  # OSError: e.g. the port is taken
         _report(_leaves(group))
     return code

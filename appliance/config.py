@@ -50,6 +50,9 @@ SETTINGS = (
     Setting("FF_MAX_CONNECTIONS", None,
             "most open HTTP connections; more get a prompt 503 overloaded (default: sized "
             "to the process's file-descriptor limit)"),
+    Setting("FF_PROCESSES", "1",
+            "appliance processes serving one port (they share the store; Valkey and "
+            "PostgreSQL only)", "--processes"),
     Setting("FF_SHUTDOWN_GRACE_MS", "15000",
             "how long a drain waits for in-flight requests and background work"),
     Setting("FF_LOG_LEVEL", "info", "debug, info, warning or error", "--log-level"),
@@ -83,6 +86,7 @@ class Config:
     header_timeout_s: float = 5.0
     #: None: sized at startup from the file-descriptor limit.
     max_connections: int | None = None
+    processes: int = 1
     shutdown_grace_s: float = 15.0
     log_level: str = "info"
     #: Raw values of every FF_* variable and ``--set`` flag, for plugins.
@@ -144,6 +148,7 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
         max_connections=(None if raw.get("FF_MAX_CONNECTIONS") in (None, "") else
                          _int("FF_MAX_CONNECTIONS", raw.get("FF_MAX_CONNECTIONS"), 1,
                               1_000_000)),
+        processes=_int("FF_PROCESSES", get("FF_PROCESSES"), 1, 64),
         shutdown_grace_s=_int("FF_SHUTDOWN_GRACE_MS", get("FF_SHUTDOWN_GRACE_MS"), 0,
                               3_600_000) / 1000,
         log_level=_choice("FF_LOG_LEVEL", get("FF_LOG_LEVEL"),

@@ -33,6 +33,7 @@ from appliance.http.server import (
     bind,
     default_max_connections,
 )
+from appliance.processes import inherited_socket, watch_parent
 from appliance.service import Service
 
 log = logging.getLogger("flowfabric")
@@ -62,7 +63,8 @@ async def serve(config: Config, *, handle_signals: bool = True, plugins: Plugins
         _exit_on_late_signals()
     plugins = plugins or get_plugin_manager(config.plugin_path)
     backend = plugins.make_backend(config.backend, config)
-    sock = bind(config.listen_host, config.listen_port)  # a taken port fails before migrating
+    # A taken port fails before migrating; a child of ``--processes`` inherits its socket.
+    sock = inherited_socket() or bind(config.listen_host, config.listen_port)
     try:
         async with trio_asyncio.open_loop():
             await backend.prepare(BackendEnv(config.partitions, config.clock,
@@ -99,6 +101,7 @@ async def _supervise(config: Config, backend: Backend, sock: Any, handle_signals
         running = Running([], service, engine, stop)
         if handle_signals:
             await root.start(_watch_signals, running, root.cancel_scope)
+        root.start_soon(watch_parent, stop)  # a child of ``--processes``
         await root.start(backend.serve, service.work.notify)
         scanners = trio.CancelScope()
         root.start_soon(_in_scope, scanners, engine.serve)

@@ -58,6 +58,9 @@ class BackendBase:
     #: File descriptors the backend may hold open at once (connections, files); the
     #: appliance keeps them free when it sizes its HTTP connection limit.
     store_connections: int = 8
+    #: Whether several appliance processes may share the store (``--processes N``): a
+    #: store only one process may open (a file it locks) says False.
+    shared: bool = True
 
     # -- lifecycle ------------------------------------------------------------
     def describe(self) -> str:

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="S1: batches of --batch items per request, or one per request")
     parser.add_argument("--shape", default="split", choices=["split", "inline", "both"],
                         help="S1: one producer + workers, or every worker creates its own")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="appliance processes (serve --processes; valkey, postgres)")
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--batch", type=int, default=32)
@@ -87,7 +89,7 @@ def _target(args: argparse.Namespace) -> Any:
         yield target.Target(args.url.rstrip("/"), args.backend, notes=["external appliance"])
         return
     with target.started(args.backend, valkey_url=args.valkey_url,
-                        postgres_url=args.postgres_url) as t:
+                        postgres_url=args.postgres_url, processes=args.processes) as t:
         yield t
 
 

@@ -27,7 +27,8 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU a process (and its reaped children) used so far."""
+    """User + system CPU a process, its live children (``--processes``) and its reaped
+    children used so far."""
     if pid is None:
         return None
     try:
@@ -36,7 +37,21 @@ def cpu_seconds(pid: int | None) -> float | None:
     except OSError:
         return None
     ticks = os.sysconf("SC_CLK_TCK")
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
+    own = sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
+    return own + sum(cpu_seconds(kid) or 0.0 for kid in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return kids
 
 
 @dataclass
@@ -123,7 +138,7 @@ def postgres_store(admin_url: str | None) -> Iterator[tuple[str, int | None, str
 
 @contextmanager
 def started(backend: str, *, valkey_url: str | None = None, postgres_url: str | None = None,
-            extra_env: dict[str, str] | None = None) -> Iterator[Target]:
+            extra_env: dict[str, str] | None = None, processes: int = 1) -> Iterator[Target]:
     """A fresh appliance on a fresh store of ``backend``, stopped afterwards."""
     folder = tempfile.mkdtemp(prefix="ffbench-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FF_")}
@@ -142,7 +157,8 @@ def started(backend: str, *, valkey_url: str | None = None, postgres_url: str | 
             env["FF_SQLITE_PATH"] = store_url
         port = free_port()
         proc = subprocess.Popen([*appliance_command(), "serve", "--listen",
-                                 f"127.0.0.1:{port}"], cwd=folder, env=env,
+                                 f"127.0.0.1:{port}", "--processes", str(processes)],
+                                cwd=folder, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
         try:

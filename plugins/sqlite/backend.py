@@ -27,6 +27,7 @@ ELSEWHERE = "set FF_SQLITE_PATH / --sqlite-path to another file"
 
 class SqliteBackend(SqlBackend):
     name = "sqlite"
+    shared = False  # one process holds the file's lock
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
