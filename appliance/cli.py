@@ -153,7 +153,9 @@ def serve(args: argparse.Namespace, plugins: Plugins, argv: list[str]) -> int:
             processes.check_shared(config, plugins.make_backend(config.backend, config).shared)
             code = trio.run(processes.run, config, argv)
         else:
-            from appliance.supervisor import serve as run  # imported late: fast `--help`
+            from appliance.supervisor import (
+                serve as run,  # imported late: fast `--help`
+            )
 
             code = trio.run(partial(run, config, plugins=plugins))
     except* (StartupError, OSError) as group:  # OSError: e.g. the port is taken

@@ -152,10 +152,11 @@ def _report(args: argparse.Namespace, results: list[dict[str, Any]],
 
 
 def _table(report: dict[str, Any]) -> str:
-    lines = [f"\n{report['scenario'].upper()} on {report['backend']} "
-             f"(median of {report['config']['rounds']} round(s))",
-             "| mode | shape | tasks/s | p50 ms | p99 ms | server µs/task | client µs/task "
-             "| peer tasks/s | ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    title = (f"\n{report['scenario'].upper()} on {report['backend']} "
+             f"(median of {report['config']['rounds']} round(s))")
+    header = ("| mode | shape | tasks/s | p50 ms | p99 ms | server µs/task | client µs/task "
+              "| peer tasks/s | ratio |")
+    lines = [title, header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in report["summary"]:
         peer = f"{s['peer']} {_num(s['peer_throughput_per_s'])}" if s["peer"] else "–"
         ratio = f"{s['ratio']:.2f}×" if s["ratio"] else "–"
@@ -169,7 +170,7 @@ def _table(report: dict[str, Any]) -> str:
 def _commit() -> str | None:
     try:
         done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=Path(__file__).parent, timeout=5)
+                              text=True, cwd=Path(__file__).parent, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None

@@ -56,7 +56,8 @@ def run_peer(backend: str, peers: Path, scenario: str = "S1-e2e",
            "PYTHONDONTWRITEBYTECODE": "1"}
     done = subprocess.run(["timeout", "-s", "TERM", "-k", "10", str(TIMEOUT_S),
                            peer_python(peers), runner, "--scenario", scenario, "--n", str(n),
-                           *args], cwd=peers, env=env, capture_output=True, text=True)
+                           *args], cwd=peers, env=env, capture_output=True, text=True,
+                          check=False)
     records = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     if not records:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]

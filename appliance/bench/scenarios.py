@@ -86,7 +86,7 @@ class Progress:
 
 @dataclass
 class Tally:
-    """Times of each task's create ack and completion ack, by execution id."""
+    """When each task's create was sent and its completion acknowledged, by id."""
 
     total: int
     progress: Progress
@@ -110,9 +110,8 @@ def _expect(status: int, body: Any, what: str) -> None:
         raise RuntimeError(f"{what} answered {status}: {body}")
 
 
-async def _create(conn: Connection, tally: Tally, n: int, payload: str, batch: bool,
-                  from_send: bool = False) -> None:
-    """Create ``n`` tasks; their latency counts from the ack (from the send, if asked)."""
+async def _create(conn: Connection, tally: Tally, n: int, payload: str, batch: bool) -> None:
+    """Create ``n`` tasks; their latency counts from the create's send."""
     sent = time.perf_counter()
     if not tally.first_sent:
         tally.first_sent = sent
@@ -127,9 +126,8 @@ async def _create(conn: Connection, tally: Tally, n: int, payload: str, batch: b
         status, body = await conn.request("POST", "/v1/executions", items[0])
         _expect(status, body, "create")
         ids = [body["Created"]["execution_id"]]
-    now = sent if from_send else time.perf_counter()
     for eid in ids:
-        tally.created[eid] = now
+        tally.created[eid] = sent
 
 
 async def _claim_and_complete(conn: Connection, worker: str, tally: Tally, batch: int,
@@ -289,7 +287,7 @@ async def latency(target: Target, *, samples: int = 200, token: str | None = Non
     async def producer() -> None:
         conn = await client.connect()
         for _ in range(samples):
-            await _create(conn, tally, 1, "", False, from_send=True)
+            await _create(conn, tally, 1, "", False)
             await turn.acquire()
 
     async def worker() -> None:

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import psycopg
-
 import pytest
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -4,11 +4,11 @@ default."""
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import flowfabric_postgres
 import flowfabric_sqlite
 import flowfabric_valkey
+import pytest
+
 from appliance.config import SETTINGS
 from appliance.core.errors import KINDS
 

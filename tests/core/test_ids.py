@@ -5,8 +5,14 @@ import uuid
 import pytest
 
 from appliance.core.errors import InvalidInput
-from appliance.core.ids import (ExecutionId, mint_for_flow, mint_solo, parse_execution_id,
-                                validate_lane, validate_worker_name)
+from appliance.core.ids import (
+    ExecutionId,
+    mint_for_flow,
+    mint_solo,
+    parse_execution_id,
+    validate_lane,
+    validate_worker_name,
+)
 from appliance.core.partitions import crc16, flow_partition, solo_partition
 
 UUID = "550e8400-e29b-41d4-a716-446655440000"

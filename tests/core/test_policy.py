@@ -6,8 +6,15 @@ import random
 import pytest
 
 from appliance.core.errors import InvalidInput
-from appliance.core.policy import (CAPS_MAX_TOKENS, Backoff, ExecutionPolicy, RetryPolicy,
-                                   load_policy, parse_capabilities, parse_policy)
+from appliance.core.policy import (
+    CAPS_MAX_TOKENS,
+    Backoff,
+    ExecutionPolicy,
+    RetryPolicy,
+    load_policy,
+    parse_capabilities,
+    parse_policy,
+)
 
 FULL = {
     "retry_policy": {"max_retries": 2, "backoff": {"type": "fixed", "delay_ms": 5},

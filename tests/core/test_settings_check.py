@@ -3,10 +3,10 @@
 import subprocess
 import sys
 
+import flowfabric_postgres
 import pluggy
 import pytest
 
-import flowfabric_postgres
 from appliance import cli
 from appliance.backend import Setting, hookimpl, hookspecs
 from appliance.backend.plugins import Plugins, get_plugin_manager

@@ -2,8 +2,15 @@
 
 import pytest
 
-from appliance.core.state import (Eligibility, TerminalOutcome, Ownership, Phase, PublicState,
-                                  derive_public_state, is_claimable)
+from appliance.core.state import (
+    Eligibility,
+    Ownership,
+    Phase,
+    PublicState,
+    TerminalOutcome,
+    derive_public_state,
+    is_claimable,
+)
 
 
 @pytest.mark.parametrize("phase, eligibility, outcome, expected", [

@@ -16,12 +16,12 @@ from pathlib import Path
 import psycopg
 import pytest
 import trio_asyncio
+from flowfabric_postgres import PostgresBackend
 
 from appliance.backend import BackendEnv
 from appliance.backend.plugins import get_plugin_manager
 from appliance.config import load_config
 from appliance.core.clock import FakeClock
-from flowfabric_postgres import PostgresBackend
 
 
 def make_backend(options: Mapping[str, str]) -> PostgresBackend:

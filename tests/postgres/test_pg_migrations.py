@@ -3,11 +3,11 @@
 import psycopg
 import pytest
 import trio
+from flowfabric_sql import migrations
 from pg_support import asyncio_loop, env, make_backend, prepared
 
 from appliance.core.errors import StartupError
 from appliance.testing import open_harness
-from flowfabric_sql import migrations
 
 KNOWN = [(version, name) for version, name, _ in migrations("postgres")]
 

@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 import psycopg
+import pytest
 import trio
 from pg_support import asyncio_loop, prepared
 from support.serve_process import ApplianceProcess

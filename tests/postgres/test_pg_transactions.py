@@ -3,12 +3,12 @@ answered after its writes commit."""
 
 import psycopg
 import pytest
+from flowfabric_postgres.backend import MAX_TRIES
 from pg_support import asyncio_loop, prepared
 
 from appliance.backend.sql.statements import exec_, one
 from appliance.core.errors import ExecutionNotFound, StoreUnavailable
 from appliance.core.operations import Applied
-from flowfabric_postgres.backend import MAX_TRIES
 
 
 def rolled_back_by_server(times: int, sqlstate: str):

@@ -8,7 +8,6 @@ import sqlite3
 
 import trio
 import trio.testing
-
 from flowfabric_sqlite.writer import Writer
 
 

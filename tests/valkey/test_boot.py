@@ -3,14 +3,14 @@
 import pytest
 import trio_asyncio
 from backend_setups.valkey import redis_cli
+from flowfabric_valkey import LIBRARY_VERSION
+from flowfabric_valkey.library import versioned_source
 
 from appliance.backend import BackendEnv
 from appliance.backend.plugins import get_plugin_manager
 from appliance.config import load_config
 from appliance.core.errors import StartupError
 from appliance.testing import open_harness
-from flowfabric_valkey import LIBRARY_VERSION
-from flowfabric_valkey.library import versioned_source
 
 
 async def boot(options: dict[str, str]) -> None:

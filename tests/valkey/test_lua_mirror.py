@@ -9,11 +9,11 @@ import string
 from pathlib import Path
 
 import pytest
+from flowfabric_lua import library_files
+from flowfabric_valkey import generated
 
 from appliance.core.errors import KINDS
 from appliance.core.operations import OPERATIONS
-from flowfabric_lua import library_files
-from flowfabric_valkey import generated
 
 LUA = {name: text for name, text in library_files()}
 SOURCE = "\n".join(LUA.values())

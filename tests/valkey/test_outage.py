@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import flowfabric_valkey.connection
 import pytest
 import trio
 from backend_setups.valkey import RedisServer, redis_cli
 
-import flowfabric_valkey.connection
 from appliance.core.errors import StoreUnavailable
 from appliance.testing import Harness, Reply, eid_path, open_harness
 

@@ -1,12 +1,12 @@
 """Valkey settings: FF_VALKEY_URL or FF_HOST/FF_PORT/FF_TLS, FF_CLUSTER; errors name them."""
 
 import pytest
+from flowfabric_valkey import ValkeyBackend
+from flowfabric_valkey.settings import ValkeySettings, settings_from
 
 from appliance.backend.plugins import get_plugin_manager
 from appliance.config import load_config
 from appliance.core.errors import StartupError
-from flowfabric_valkey import ValkeyBackend
-from flowfabric_valkey.settings import ValkeySettings, settings_from
 
 
 def settings(**env: str) -> ValkeySettings:

@@ -1,9 +1,9 @@
 """The server version gate: Redis 7.0+ or Valkey 7.2+, read from INFO server."""
 
 import pytest
+from flowfabric_valkey.library import check_server_versions, server_identity
 
 from appliance.core.errors import StartupError
-from flowfabric_valkey.library import check_server_versions, server_identity
 
 
 @pytest.mark.parametrize("info", [
