@@ -7,3 +7,5 @@ MS_MAX = 2**53  # JSON-safe integer milliseconds
 TIME_MAX_MS = 253_402_300_799_999
 DURATION_MAX_MS = 3_155_760_000_000  # 100 years
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+#: Most items in one batch request, and most tasks one claim may lease.
+BATCH_MAX = 1000

@@ -22,7 +22,7 @@ from appliance.core.errors import (
 )
 from appliance.core.handle import Fence, decode_handle
 from appliance.core.ids import mint_solo, parse_execution_id, validate_lane
-from appliance.core.limits import MS_MAX
+from appliance.core.limits import BATCH_MAX, MS_MAX
 from appliance.core.outcomes import Created
 from appliance.core.policy import PolicyBody, parse_policy
 from appliance.core.record import Execution
@@ -44,7 +44,6 @@ from .errors import json_response
 from .routing import Routes, error_object, in_batch, items
 
 MAX_LIST_LIMIT = 1000
-BATCH_MAX = 1000
 TAG_KEY_HINT = "tag keys look like '<caller>.<field>' in lowercase, e.g. 'cairn.task_id'"
 
 

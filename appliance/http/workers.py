@@ -14,6 +14,7 @@ from appliance.core.contracts import ClaimArgs
 from appliance.core.errors import FlowFabricError, InvalidHandle, InvalidInput
 from appliance.core.handle import Handle, decode_handle
 from appliance.core.ids import parse_execution_id, validate_lane, validate_worker_name
+from appliance.core.limits import BATCH_MAX
 from appliance.core.operations import Mutation, Operation, jitter_draw
 from appliance.core.policy import parse_capabilities
 from appliance.core.schema import Body, Byte, Duration, Str256, Str4096, Time
@@ -38,7 +39,6 @@ from .routing import Routes, error_object, in_batch, items
 LeaseTtl = Annotated[int, Meta(ge=1, le=86_400_000)]
 
 
-BATCH_MAX = 1000
 Items = Annotated[list[Any], Meta(max_length=BATCH_MAX)]
 
 

@@ -23,6 +23,7 @@ from appliance.core.operations import Applied, Mutation, Operation
 from appliance.core.outcomes import Outcome
 from appliance.core.record import Execution
 
+from .coalesce import Coalescer
 from .work import WorkSignal
 
 
@@ -32,6 +33,9 @@ class Service:
         self.config = config
         self.work = WorkSignal()
         self.background: Any = None  # the supervisor's bounded background nursery
+        #: Single operations of concurrent requests, one store call for all of them.
+        self._apply_one = Coalescer(self.backend.apply)
+        self._create_one = Coalescer(self.backend.create)
 
     # -- state changes --------------------------------------------------------------------
     async def apply(self, op: Operation[Any], execution_id: str, args: Any) -> Outcome:
@@ -42,12 +46,16 @@ class Service:
         return outcome
 
     async def apply_many(self, mutations: Sequence[Mutation]) -> list[Applied]:
-        applied = await self.backend.apply(mutations)
+        """Each mutation atomic on its own; a lone one shares its store call with those
+        of concurrent requests (``coalesce``)."""
+        applied = ([await self._apply_one(mutations[0])] if len(mutations) == 1
+                   else await self.backend.apply(mutations))
         self.wake(lane for a in applied for lane in a.woken)
         return applied
 
     async def create(self, batch: Sequence[CreateArgs]) -> list[Applied]:
-        applied = await self.backend.create(batch)
+        applied = ([await self._create_one(batch[0])] if len(batch) == 1
+                   else await self.backend.create(batch))
         self.wake(lane for a in applied for lane in a.woken)
         return applied
 
