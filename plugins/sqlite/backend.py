@@ -14,7 +14,7 @@ import trio
 
 from appliance.backend import BackendEnv
 from appliance.backend.sql import SQLITE, OpFactory, SqlBackend, run_blocking
-from appliance.core.errors import StartupError
+from appliance.core.errors import StartupError, StoreUnavailable
 from flowfabric_sql import pending
 
 from .writer import Writer, connect
@@ -32,6 +32,9 @@ class SqliteBackend(SqlBackend):
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         self._writer = Writer(self.path)
+        #: Reads run here, on the Trio thread, never queued behind the writer's groups
+        #: (WAL: they see every committed write).
+        self._reader: sqlite3.Connection | None = None
         self._lock_file: IO[Any] | None = None
 
     def describe(self) -> str:
@@ -45,12 +48,23 @@ class SqliteBackend(SqlBackend):
         await trio.to_thread.run_sync(_migrate, self.path)
         try:
             self._writer.start()
+            self._reader = connect(self.path)
+            self._reader.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             raise _unusable(self.path, exc) from exc
         await self.check_partitions()
 
     async def run(self, factory: OpFactory) -> Any:
         return await self._writer.call(lambda conn: run_blocking(factory(), conn, SQLITE))
+
+    async def read(self, factory: OpFactory) -> Any:
+        await trio.lowlevel.checkpoint()
+        if self._reader is None:
+            raise StoreUnavailable("the SQLite store is closed")
+        try:
+            return run_blocking(factory(), self._reader, SQLITE)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite error: {exc}") from exc
 
     async def serve(self, notify: Callable[[str], None], *,
                     task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -64,6 +78,9 @@ class SqliteBackend(SqlBackend):
 
     async def close(self) -> None:
         await self._writer.close()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None

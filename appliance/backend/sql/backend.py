@@ -28,6 +28,11 @@ class SqlBackend(BackendBase):
         (or raise the typed error it raised, with nothing written)."""
         raise NotImplementedError
 
+    async def read(self, factory: OpFactory) -> Any:
+        """Run a read-only ``factory()``; by default as ``run`` does (a store with a
+        separate read path, like SQLite's reader connection, overrides it)."""
+        return await self.run(factory)
+
     def ctx(self) -> Ctx:
         return Ctx(now=self.env.clock.now_ms(), retention_ms=self.env.retention_ms)
 
@@ -63,13 +68,13 @@ class SqlBackend(BackendBase):
 
     # -- reads --------------------------------------------------------------------------
     async def get_execution(self, execution_id: str) -> Execution | None:
-        return await self.run(lambda: ops.get(execution_id))
+        return await self.read(lambda: ops.get(execution_id))
 
     async def get_result(self, execution_id: str) -> tuple[Execution, bytes | None] | None:
-        return await self.run(lambda: ops.get_result(execution_id))
+        return await self.read(lambda: ops.get_result(execution_id))
 
     async def list_executions(self, partition: int, cursor: str | None, limit: int) -> ListPage:
-        return await self.run(lambda: ops.list_page(partition, cursor, limit))
+        return await self.read(lambda: ops.list_page(partition, cursor, limit))
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:
