@@ -26,6 +26,7 @@ import trio
 
 from appliance.config import Config
 from appliance.core.errors import StartupError
+from appliance.exit_codes import EXIT_FORCED
 from appliance.http.server import bind
 
 log = logging.getLogger("flowfabric.processes")
@@ -105,6 +106,7 @@ class _Children:
         self.env = {**os.environ, LISTEN_FD: str(sock.fileno()), PARENT: str(os.getpid())}
         self.running: dict[int, trio.Process] = {}
         self.stopping = False
+        self.signals = 0  # forwarded to the children so far
         #: Each child's last exit code (killed by another signal N: 128 + N, as shells say).
         self.codes: list[int] = []
 
@@ -117,9 +119,11 @@ class _Children:
             self.running[index] = proc
             code = await proc.wait()
             if self.stopping:
-                # Ended by the signal it was sent: it was still starting, nothing to drain.
-                stopped = code in (-signal.SIGTERM, -signal.SIGINT)
-                self.codes.append(0 if stopped else 128 - code if code < 0 else code)
+                # Killed by the one signal it was sent, or forced by it: it was still
+                # starting (or already closing), with nothing to drain.
+                early = code in (-signal.SIGTERM, -signal.SIGINT) or (
+                    code == EXIT_FORCED and self.signals == 1)
+                self.codes.append(0 if early else 128 - code if code < 0 else code)
                 return
             if code >= 0 and trio.current_time() - started < STARTUP_S:
                 log.error("process %d exited with code %d while starting; stopping the others",
@@ -134,6 +138,7 @@ class _Children:
     def stop(self, signum: int) -> None:
         """Drain every child (a second signal forces them, as it does one appliance)."""
         self.stopping = True
+        self.signals += 1
         for proc in self.running.values():
             if proc.returncode is None:
                 proc.send_signal(signum)

@@ -25,6 +25,7 @@ from appliance.backend import Backend, BackendEnv
 from appliance.backend.plugins import Plugins, get_plugin_manager
 from appliance.config import Config
 from appliance.engine import Engine
+from appliance.exit_codes import EXIT_ERROR, EXIT_FORCED, EXIT_OK, EXIT_USAGE
 from appliance.http import create_app
 from appliance.http.server import (
     HttpStats,
@@ -38,7 +39,6 @@ from appliance.service import Service
 
 log = logging.getLogger("flowfabric")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_FORCED = 0, 1, 2, 3
 BACKGROUND_LIMIT = 64
 
 

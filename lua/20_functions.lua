@@ -17,9 +17,7 @@ end
 -- A rule sets c.result to bytes to store as the result, or false to clear it, and c.delete
 -- to remove the execution. A rule with nothing to do answers nil; the indexes are then
 -- checked against the record (a scanner may have found a stale entry).
-local function mutate(eid, rule, a)
-  local ex = load(eid)
-  if not ex then return {missing = true} end
+local function apply_rule(eid, ex, rule, a)
   local before, indexed = copy(ex), memberships(ex)
   local c = ctx(a)
   local outcome, e = rule(ex, c, a)
@@ -45,6 +43,15 @@ local function mutate(eid, rule, a)
   end
   if e then return e end
   return {ok = outcome}
+end
+
+-- The answer says the execution's lane (l): its claims should look at this partition again.
+local function mutate(eid, rule, a)
+  local ex = load(eid)
+  if not ex then return {missing = true} end
+  local answer = apply_rule(eid, ex, rule, a)
+  answer.l = ex.lane_id
+  return answer
 end
 
 local function create_one(a, payload)

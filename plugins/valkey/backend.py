@@ -166,9 +166,13 @@ class ValkeyBackend(BackendBase):
         self._work.probed(lane, {p: float(s) for p, s in zip(hinted, scores, strict=True)
                                  if s is not None}, since)
 
-    def _touched(self, execution_id: str) -> None:
-        """A local operation may have made work claimable on the execution's partition."""
-        self._work.mark(parse_execution_id(execution_id).partition)
+    def _touched(self, execution_id: str, lanes: set[str]) -> None:
+        """A local operation changed work of ``lanes`` on the execution's partition (made
+        it claimable, or claimable later: a retry's backoff, a delay): the claims of those
+        lanes, and only those, look there again."""
+        partition = parse_execution_id(execution_id).partition
+        for lane in lanes:
+            self._work.mark(partition, lane)
 
     async def _used_partitions(self) -> list[int]:
         raw = await self._conn().command("SMEMBERS", keys.USED_PARTITIONS)
@@ -233,9 +237,7 @@ class ValkeyBackend(BackendBase):
 
     def _applied(self, m: Mutation, answer: dict[str, Any]) -> Applied:
         woken = tuple(answer.get("w") or ())
-        # Any change may move when the partition's work is next claimable (a retry's
-        # backoff, a delay): the claim's view of it is refreshed.
-        self._touched(m.execution_id)
+        self._touched(m.execution_id, {*woken, *([answer["l"]] if "l" in answer else [])})
         if answer.get("missing"):
             return Applied(error=m.op.missing_error(m.execution_id))
         if answer.get("unsupported"):
