@@ -21,13 +21,24 @@ import trio
 from appliance.core.clock import Clock, SystemClock
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import Unavailable
+from appliance.core.flows import (
+    ApplyEdgeArgs,
+    CancelHeader,
+    Flow,
+    FlowSubmission,
+    FlowView,
+    GroupSpec,
+    StageArgs,
+)
 from appliance.core.operations import OPERATIONS, Applied, Mutation, Operation
+from appliance.core.outcomes import Outcome
 from appliance.core.partitions import PartitionConfig
 from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
 
 #: The operations that are not rule-shaped, as ``capabilities()`` names them.
-BASIC = ("create", "claim", "get_execution", "get_result", "list_executions", "due")
+BASIC = ("create", "claim", "get_execution", "get_result", "list_executions", "due",
+         "create_flow")
 
 
 @dataclass(slots=True)
@@ -139,6 +150,47 @@ class BackendBase:
     async def sweep(self, now: int, limit: int) -> int:
         """Housekeeping beside retention (e.g. expired idempotency keys); how many went."""
         return 0
+
+    # -- flows (spec/flows.md): each call one atomic step; ``woken``: lanes made claimable
+    async def create_flow(self, sub: FlowSubmission) -> tuple[Outcome, tuple[str, ...]]:
+        raise Unavailable("create_flow", self.name)
+
+    async def add_flow_member(self, flow_id: str, execution_id: str) -> Outcome:
+        raise Unavailable("add_flow_member", self.name)
+
+    async def stage_edge(self, args: StageArgs) -> Outcome:
+        raise Unavailable("stage_edge", self.name)
+
+    async def apply_edge(self, args: ApplyEdgeArgs) -> tuple[Outcome | str, tuple[str, ...]]:
+        """``"AlreadyApplied"``, or the edge applied (resolved at once if its upstream ended)."""
+        raise Unavailable("apply_edge", self.name)
+
+    async def set_edge_group(self, flow_id: str, downstream: str,
+                             spec: GroupSpec) -> Outcome | str:
+        raise Unavailable("set_edge_group", self.name)
+
+    async def cancel_flow(self, flow_id: str, reason: str, policy: str) -> CancelHeader:
+        """Flag the flow cancelled and put the cancels it owes in its backlog."""
+        raise Unavailable("cancel_flow", self.name)
+
+    async def cancel_flow_members(self, flow_id: str, ids: list[str], reason: str) -> list[str]:
+        """Cancel backlog members, each with its backlog entry; the ids that failed."""
+        raise Unavailable("cancel_flow_members", self.name)
+
+    async def owed_flow_cancels(self, now: int, limit: int) -> dict[str, tuple[str, list[str]]]:
+        """Backlog entries past their grace, by flow: ``(reason, ids)``."""
+        raise Unavailable("owed_flow_cancels", self.name)
+
+    async def reconcile_dependencies(self, limit: int) -> tuple[int, list[str]]:
+        """Resolve applied edges whose upstream ended but that are still unresolved."""
+        raise Unavailable("reconcile_dependencies", self.name)
+
+    async def describe_flow(self, flow_id: str) -> FlowView | None:
+        raise Unavailable("describe_flow", self.name)
+
+    async def list_flows(self, namespace: str | None, cursor: str | None,
+                         limit: int) -> tuple[list[Flow], str | None]:
+        raise Unavailable("list_flows", self.name)
 
 
 #: Type alias used in signatures: anything shaped like BackendBase.

@@ -24,6 +24,8 @@ class CreateArgs:
     idempotency_key: str | None = None
     delay_until: int | None = None
     execution_deadline_at: int | None = None
+    #: The flow it joins, in the same step (it must be minted on the flow's partition).
+    flow_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

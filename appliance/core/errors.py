@@ -107,6 +107,20 @@ class PartialFenceTriple(InvalidInput):
     kind = "partial_fence_triple"
 
 
+class SelfReferencingEdge(InvalidInput):
+    kind = "self_referencing_edge"
+    template = ("an edge cannot go from execution {execution_id} to itself; name two different "
+                "members")
+
+
+class CycleInDag(InvalidInput):
+    """A one-call DAG whose edges close a cycle: nothing was created."""
+
+    kind = "cycle_detected"
+    template = "the edges close a cycle through nodes {nodes}; nothing was created"
+    exposed = ("nodes",)
+
+
 # -- 401, 404 -------------------------------------------------------------------------------
 
 class Unauthorized(FlowFabricError):
@@ -126,6 +140,17 @@ class ExecutionNotFound(NotFound):
 
 class ResultNotFound(NotFound):
     kind = "result_not_found"
+
+
+class FlowNotFound(NotFound):
+    kind = "flow_not_found"
+    template = "flow not found: {flow_id}"
+
+
+class EdgeNotFound(NotFound):
+    kind = "edge_not_found"
+    template = ("edge {edge_id} was not staged in flow {flow_id} between these executions; "
+                "stage it first (POST /v1/flows/{flow_id}/edges)")
 
 
 # -- 409 ------------------------------------------------------------------------------------
@@ -178,6 +203,47 @@ class MaxReplaysExhausted(Conflict):
     kind = "max_replays_exhausted"
     template = ("execution {execution_id} was already replayed {replay_count} times (policy "
                 "max_replay_count={limit})")
+
+
+class FlowAlreadyTerminal(Conflict):
+    kind = "flow_already_terminal"
+    template = "flow {flow_id} is {state}: it takes no new members or edges"
+
+
+class StaleGraphRevision(Conflict):
+    kind = "stale_graph_revision"
+    retryable = True
+    template = ("flow {flow_id} is at graph_revision {graph_revision}, not {expected}; read it "
+                "again (GET /v1/flows/{flow_id}) and retry")
+    exposed = ("graph_revision",)
+
+
+class ExecutionNotInFlow(Conflict):
+    kind = "execution_not_in_flow"
+    template = "execution {execution_id} is not a member of flow {flow_id}; add it first"
+
+
+class ExecutionInOtherFlow(Conflict):
+    kind = "execution_in_other_flow"
+    template = ("execution {execution_id} is a member of flow {other_flow_id}; an execution "
+                "belongs to one flow")
+    exposed = ("other_flow_id",)
+
+
+class CycleDetected(Conflict):
+    kind = "cycle_detected"
+    template = ("the edge {upstream} -> {downstream} would close a cycle in flow {flow_id}")
+
+
+class DependencyAlreadyExists(Conflict):
+    kind = "dependency_already_exists"
+    template = "edge {edge_id} already exists in flow {flow_id}; choose a new edge_id"
+
+
+class EdgeGroupPolicyFixed(Conflict):
+    kind = "edge_group_policy_fixed"
+    template = ("the edge group of {execution_id} already has applied edges; its policy is "
+                "set before the first edge is applied")
 
 
 # -- 413 … 503 ------------------------------------------------------------------------------

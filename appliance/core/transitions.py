@@ -148,7 +148,7 @@ def create(args: CreateArgs, ctx: Ctx) -> Execution:
         priority=_clamp_priority(args.priority), creator_identity=args.creator_identity,
         created_at=ctx.now, payload_encoding=args.payload_encoding, policy=policy.to_json(),
         required_capabilities=",".join(policy.required_capabilities),
-        tags=_tags_json(args.tags))
+        tags=_tags_json(args.tags), flow_id=args.flow_id)
     _runnable(ex, ctx, AttemptState.PENDING_FIRST_ATTEMPT, delay_until=args.delay_until,
               blocking_when_delayed=Blocking.WAITING_FOR_DELAY)
     deadlines = [d for d in (args.execution_deadline_at,
@@ -341,7 +341,7 @@ def claim_answer(ex: Execution, attempt_type: str, lease_ttl_ms: int) -> dict[st
         "lease_id": ex.current_lease_id, "lease_epoch": ex.current_lease_epoch,
         "lease_expires_at": ex.lease_expires_at, "lease_ttl_ms": lease_ttl_ms,
         "handle": handle.encode(), "namespace": ex.namespace, "lane_id": ex.lane_id,
-        "execution_kind": ex.execution_kind, "priority": ex.priority,
+        "execution_kind": ex.execution_kind, "priority": ex.priority, "flow_id": ex.flow_id,
         "payload_encoding": ex.payload_encoding, "tags": ex.tag_map(),
         "policy": _worker_policy(ex.policy),
         "attempt_deadline_at": ex.attempt_deadline_at,

@@ -21,9 +21,16 @@ from appliance.core.errors import (
     ResultNotFound,
 )
 from appliance.core.handle import Fence, decode_handle
-from appliance.core.ids import mint_solo, parse_execution_id, validate_lane
+from appliance.core.ids import (
+    mint_for_flow,
+    mint_solo,
+    parse_execution_id,
+    parse_uuid,
+    validate_lane,
+)
 from appliance.core.limits import BATCH_MAX, MS_MAX
 from appliance.core.outcomes import Created
+from appliance.core.partitions import flow_partition
 from appliance.core.policy import PolicyBody, parse_policy
 from appliance.core.record import Execution
 from appliance.core.schema import Body, Byte, Int32, Str256, Str1024, Str4096, Time
@@ -68,6 +75,8 @@ class CreateBody(Body):
     idempotency_key: Str1024 | None = None
     delay_until: Time | None = None
     execution_deadline_at: Time | None = None
+    #: The flow it joins (it is minted on the flow's partition).
+    flow_id: Any = None
     #: Accepted for the original's clients; the appliance's clock is authoritative.
     now: Time | None = None
 
@@ -103,10 +112,16 @@ class RevokeBody(Body):
 
 def create_args(body: CreateBody, partitions: int) -> CreateArgs:
     lane = validate_lane(body.lane_id)
+    flow_id = None if body.flow_id is None else parse_uuid(body.flow_id, "flow_id")
     if body.execution_id is None:
-        eid = parse_execution_id(mint_solo(lane, partitions))
+        eid = parse_execution_id(mint_for_flow(flow_id, partitions) if flow_id
+                                 else mint_solo(lane, partitions))
     else:
         eid = parse_execution_id(body.execution_id)
+    if flow_id and eid.partition != flow_partition(flow_id, partitions):
+        raise InvalidInput(f"execution_id: {eid} is on partition {eid.partition}, but flow "
+                           f"{flow_id} lives on partition {flow_partition(flow_id, partitions)};"
+                           f" leave execution_id out to have one minted there")
     if body.partition_id is not None and body.partition_id != eid.partition:
         raise InvalidInput(f"partition_id: {body.partition_id} does not match the partition "
                            f"{eid.partition} embedded in execution_id")
@@ -128,7 +143,7 @@ def create_args(body: CreateBody, partitions: int) -> CreateArgs:
         creator_identity=body.creator_identity, policy=policy, tags=body.tags,
         idempotency_key=body.idempotency_key,
         delay_until=body.delay_until if body.delay_until is not None else policy.delay_until,
-        execution_deadline_at=body.execution_deadline_at)
+        execution_deadline_at=body.execution_deadline_at, flow_id=flow_id)
 
 
 def payload(array: list[int] | None, b64: bytes | None, name: str) -> bytes:

@@ -24,6 +24,7 @@ from appliance.core.outcomes import Outcome
 from appliance.core.record import Execution
 
 from .coalesce import Coalescer
+from .flows import Flows
 from .work import WorkSignal
 
 
@@ -36,6 +37,7 @@ class Service:
         #: Single operations of concurrent requests, one store call for all of them.
         self._apply_one = Coalescer(self.backend.apply)
         self._create_one = Coalescer(self.backend.create)
+        self.flows = Flows(self)
 
     # -- state changes --------------------------------------------------------------------
     async def apply(self, op: Operation[Any], execution_id: str, args: Any) -> Outcome:

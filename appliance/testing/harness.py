@@ -29,6 +29,7 @@ from appliance.engine import Engine, ScanResult
 from appliance.http import create_app
 from appliance.http.app import RESOURCES
 from appliance.service import Service
+from appliance.supervisor import Background
 
 
 @dataclass(slots=True)
@@ -120,6 +121,7 @@ async def open_harness(backend: str, options: Mapping[str, str] | None = None, *
             engine = Engine(instance, config.scanner_intervals_s, service.wake, clock.now_ms)
             app = create_app(service, config, (*RESOURCES, *resources))
             async with trio.open_nursery() as nursery:
+                service.background = Background(nursery)
                 if serve:
                     await nursery.start(instance.serve, service.work.notify)
                 yield Harness(config, clock, instance, service, engine, app.test_client())

@@ -7,14 +7,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.core import flows as fl
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import StartupError
 from appliance.core.operations import Applied, Ctx, Mutation
+from appliance.core.outcomes import Outcome
 from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
 
 from ..protocol import BackendBase, BackendEnv, Claim
-from . import ops
+from . import flows, ops
 from .statements import Op, OpFactory, all_, exec_, one
 
 
@@ -75,6 +77,50 @@ class SqlBackend(BackendBase):
 
     async def list_executions(self, partition: int, cursor: str | None, limit: int) -> ListPage:
         return await self.read(lambda: ops.list_page(partition, cursor, limit))
+
+    # -- flows ------------------------------------------------------------------------------
+    async def create_flow(self, sub: fl.FlowSubmission) -> tuple[Outcome, tuple[str, ...]]:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.create_flow(sub, ctx))
+
+    async def add_flow_member(self, flow_id: str, execution_id: str) -> Outcome:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.add_member(flow_id, execution_id, ctx))
+
+    async def stage_edge(self, args: fl.StageArgs) -> Outcome:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.stage_edge(args, ctx))
+
+    async def apply_edge(self, args: fl.ApplyEdgeArgs) -> tuple[Outcome | str, tuple[str, ...]]:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.apply_edge(args, ctx))
+
+    async def set_edge_group(self, flow_id: str, downstream: str,
+                             spec: fl.GroupSpec) -> Outcome | str:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.set_group(flow_id, downstream, spec, ctx))
+
+    async def cancel_flow(self, flow_id: str, reason: str, policy: str) -> fl.CancelHeader:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.cancel_flow(flow_id, reason, policy, ctx))
+
+    async def cancel_flow_members(self, flow_id: str, ids: list[str], reason: str) -> list[str]:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.cancel_members(flow_id, ids, reason, ctx))
+
+    async def owed_flow_cancels(self, now: int, limit: int) -> dict[str, tuple[str, list[str]]]:
+        return await self.read(lambda: flows.owed_cancels(now, limit))
+
+    async def reconcile_dependencies(self, limit: int) -> tuple[int, list[str]]:
+        ctx = self.ctx()
+        return await self.run(lambda: flows.reconcile_dependencies(ctx, limit))
+
+    async def describe_flow(self, flow_id: str) -> fl.FlowView | None:
+        return await self.read(lambda: flows.describe(flow_id))
+
+    async def list_flows(self, namespace: str | None, cursor: str | None,
+                         limit: int) -> tuple[list[fl.Flow], str | None]:
+        return await self.read(lambda: flows.list_flows(namespace, cursor, limit))
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:

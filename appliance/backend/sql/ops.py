@@ -24,6 +24,7 @@ from appliance.core.effects import (
     UpdateAttempt,
 )
 from appliance.core.errors import FlowFabricError
+from appliance.core.flows import FLOW_CANCEL
 from appliance.core.ids import fresh_uuids
 from appliance.core.operations import Applied, Ctx, Missing, Mutation
 from appliance.core.outcomes import Claimed, Created, Duplicate, Purged
@@ -34,9 +35,11 @@ from appliance.core.record import (
     Execution,
 )
 from appliance.core.scanners import Scanner
+from appliance.core.state import Phase
 from appliance.core.transitions import NoArgs, promote_delayed
 
 from ..protocol import Claim
+from . import flows
 from .statements import Op, Stmt, all_, exec_, grouped, held_writes, later, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -98,17 +101,50 @@ def apply(m: Mutation, ctx: Ctx) -> Op:
     another appliance holds; the others wait for it."""
     lock = "{skip_locked}" if m.op.missing is Missing.IGNORE else "{lock}"
     ex = yield from load(m.execution_id, lock)
-    return (yield from _apply_to(m, ex, ctx))
+    moved = FlowMoves()
+    applied = yield from _apply_to(m, ex, ctx, moved)
+    return (yield from moved.resolve(applied, ctx))
 
 
-def _apply_to(m: Mutation, ex: Execution | None, ctx: Ctx) -> Op:
+class FlowMoves:
+    """Flow members a transaction ended, or brought back from an end (a replay): their
+    edges are resolved (``flows.resolve``) once the transaction's own writes are out."""
+
+    __slots__ = ("ended", "back")
+
+    def __init__(self) -> None:
+        self.ended: list[Execution] = []
+        self.back: list[Execution] = []
+
+    def note(self, ex: Execution, was_terminal: bool) -> None:
+        if not ex.flow_id:
+            return
+        now_terminal = ex.lifecycle_phase == Phase.TERMINAL
+        if now_terminal and not was_terminal and ex.cancelled_by != FLOW_CANCEL:
+            self.ended.append(ex)
+        elif was_terminal and not now_terminal:
+            self.back.append(ex)
+
+    def resolve(self, applied: Applied, ctx: Ctx) -> Op:
+        """``applied`` with the lanes the resolution made claimable added."""
+        if not (self.ended or self.back):
+            return applied
+        woken = yield from flows.resolve(self.ended, self.back, ctx)
+        return Applied(applied.outcome, applied.error, (*applied.woken, *woken))
+
+
+def _apply_to(m: Mutation, ex: Execution | None, ctx: Ctx,
+              moved: FlowMoves | None = None) -> Op:
     if ex is None:
         return Applied(error=m.op.missing_error(m.execution_id))
     before = ex.snapshot()
+    was_terminal = ex.lifecycle_phase == Phase.TERMINAL
     effect = m.op.rule(ex, m.args, ctx)
     if effect is None:
         return Applied()
     woken = yield from write(ex, before, effect)
+    if moved is not None:
+        moved.note(ex, was_terminal)
     return Applied(effect.outcome, effect.error, woken)
 
 
@@ -126,9 +162,10 @@ def apply_many(mutations: list[Mutation], ctx: Ctx) -> Op:
             loaded.update((row["execution_id"], Execution.from_row(row)) for row in rows)
     answers: list[Applied] = []
     writes: list[Stmt] = []
+    moved = FlowMoves()
     for m in mutations:
         try:
-            stmts, answer = held_writes(_apply_to(m, loaded.get(m.execution_id), ctx))
+            stmts, answer = held_writes(_apply_to(m, loaded.get(m.execution_id), ctx, moved))
             writes += stmts
         except FlowFabricError as exc:
             answer = Applied(error=exc)
@@ -138,6 +175,8 @@ def apply_many(mutations: list[Mutation], ctx: Ctx) -> Op:
     distinct = len({m.execution_id for m in mutations}) == len(mutations)
     for stmt in grouped(writes) if distinct else writes:
         yield stmt
+    if answers:
+        answers[0] = yield from moved.resolve(answers[0], ctx)
     return answers
 
 
@@ -159,6 +198,8 @@ def each(items: list[Callable[[], Op]]) -> Op:
 
 def create(args: CreateArgs, ctx: Ctx) -> Op:
     ex = rules.create(args, ctx)
+    if args.flow_id is not None:
+        yield from flows.join_on_create(ex, ctx)
     if args.idempotency_key is not None:
         ttl = args.policy.dedup_window_ms or IDEMPOTENCY_TTL_MS
         key = (args.partition_id, args.namespace, args.idempotency_key)
@@ -192,7 +233,7 @@ def create_many(batch: list[CreateArgs], ctx: Ctx) -> Op:
     answers: list[Applied] = []
     run: list[CreateArgs] = []
     for args in [*batch, None]:
-        if args is not None and args.idempotency_key is None:
+        if args is not None and args.idempotency_key is None and args.flow_id is None:
             run.append(args)
             continue
         for start in range(0, len(run), _ROWS_PER_INSERT):
@@ -307,6 +348,7 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
                 if not r["caps"] or worker_caps.issuperset(r["caps"].split(","))]
     leased: list[tuple[Execution, str]] = []
     writes: list[Stmt] = []
+    moved = FlowMoves()
     for _round in range(CLAIM_WINDOW):
         want = args.max_tasks - len(leased)
         candidates = []
@@ -324,11 +366,13 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
                 leased.append((ex, effect.outcome.attempt_type))
             else:
                 ended = True  # the reclaim cap ended it instead
+                moved.note(ex, was_terminal=False)
         for stmt in grouped(writes):  # each candidate once: no row is written twice
             yield stmt
         writes.clear()
         if not ended or len(leased) >= args.max_tasks:
             break
+    woken += (yield from moved.resolve(Applied(), ctx)).woken
     payloads = yield from _payloads([ex.execution_id for ex, _ in leased])
     tasks = tuple((rules.claim_answer(ex, kind, args.lease_ttl_ms), payloads[ex.execution_id])
                   for ex, kind in leased)
