@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from appliance.core.clock import Clock, SystemClock
 from appliance.core.errors import StartupError
 from appliance.core.partitions import PartitionConfig
-from appliance.core.scanners import SCANNERS
+from appliance.core.scanners import PERIODIC
 from appliance.core.settings import Setting
 
 #: Every setting the appliance itself reads, in the order the README lists them. A backend
@@ -33,7 +33,7 @@ SETTINGS = (
     Setting("FF_FLOW_PARTITIONS", "256", "flow/execution partitions (fixed per store)"),
     Setting("FF_BUDGET_PARTITIONS", "32", "budget partitions (fixed per store)"),
     Setting("FF_QUOTA_PARTITIONS", "32", "quota partitions (fixed per store)"),
-    *(scanner.declaration for scanner in SCANNERS),
+    *(scanner.declaration for scanner in PERIODIC.values()),
     Setting("FF_TERMINAL_RETENTION_MS", "86400000",
             "how long terminal executions are kept (policy stream_policy.retention_ttl_ms "
             "overrides per execution)"),
@@ -134,7 +134,7 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
             scanner.name: scanner.interval_s(_int(
                 scanner.setting, get(scanner.setting), 0,
                 86_400_000 if scanner.millis else 86_400))
-            for scanner in SCANNERS},
+            for scanner in PERIODIC.values()},
         retention_ms=_int("FF_TERMINAL_RETENTION_MS", get("FF_TERMINAL_RETENTION_MS"), 1,
                           2**53),
         default_lease_ttl_ms=_int("FF_DEFAULT_LEASE_TTL_MS", get("FF_DEFAULT_LEASE_TTL_MS"), 1,

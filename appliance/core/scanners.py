@@ -27,21 +27,15 @@ from .transitions import (
 
 
 @dataclass(frozen=True, slots=True)
-class Scanner:
+class Periodic:
+    """A task the engine runs every interval, in bounded batches."""
+
     name: str
     #: The interval setting, its default, and whether it counts milliseconds or seconds.
     setting: str
     default: int
     millis: bool
     batch: int
-    op: Operation[Any]
-    #: The Execution field holding the time this scanner waits for.
-    clock: str
-    #: The short name of its index in a store that keeps one per scanner (Valkey).
-    index: str
-    #: (field, value): only executions with this field value are due.
-    only: tuple[str, str] | None = None
-    args: Callable[[], Any] = NoArgs
 
     @property
     def declaration(self) -> Setting:
@@ -51,6 +45,21 @@ class Scanner:
 
     def interval_s(self, raw: int) -> float:
         return raw / 1000 if self.millis else float(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Scanner(Periodic):
+    """A per-execution scanner: the store finds the due executions, the engine applies
+    ``op`` to them."""
+
+    op: Operation[Any]
+    #: The Execution field holding the time this scanner waits for.
+    clock: str
+    #: The short name of its index in a store that keeps one per scanner (Valkey).
+    index: str
+    #: (field, value): only executions with this field value are due.
+    only: tuple[str, str] | None = None
+    args: Callable[[], Any] = NoArgs
 
 
 SCANNERS: tuple[Scanner, ...] = (
@@ -66,4 +75,14 @@ SCANNERS: tuple[Scanner, ...] = (
             "purge_at", "purge"),
 )
 
+#: Safety nets over flows (spec/flows.md), each one backend call per batch: edges left
+#: unresolved although their upstream ended, and flow cancels still owed to members.
+STORE_SCANNERS: tuple[Periodic, ...] = (
+    Periodic("dependency_reconciler", "FF_DEPENDENCY_RECONCILER_INTERVAL_S", 15, False, 50),
+    Periodic("flow_cancel_reconciler", "FF_FLOW_CANCEL_RECONCILER_INTERVAL_MS", 15_000, True,
+             100),
+)
+
 BY_NAME = {s.name: s for s in SCANNERS}
+#: Every periodic task the engine runs, by name.
+PERIODIC: dict[str, Periodic] = {**BY_NAME, **{s.name: s for s in STORE_SCANNERS}}

@@ -10,19 +10,24 @@ failed with the reason, so no stored value can leave it stuck; if even that
 fails it is passed over for ten cycles so it cannot starve the rest. A full
 batch is followed at once by the next one, so a backlog drains without waiting
 an interval per batch.
+
+The store scanners (``core.scanners.STORE_SCANNERS``) are safety nets over flows that
+are one backend call per batch: the dependency reconciler resolves edges whose
+upstream ended without resolving them, the flow cancel reconciler finishes the
+member cancels a flow cancel still owes (an appliance killed mid-dispatch).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import trio
 
 from appliance.backend import Backend
 from appliance.core.operations import Applied, Mutation
-from appliance.core.scanners import BY_NAME, Scanner
+from appliance.core.scanners import BY_NAME, PERIODIC, Scanner
 from appliance.core.transitions import QuarantineArgs, quarantine
 
 log = logging.getLogger("flowfabric.engine")
@@ -96,13 +101,20 @@ class Engine:
         self.backend = backend
         self.wake = wake
         self.now_ms = now_ms
-        self.specs = [ScannerSpec(name, interval, BY_NAME[name].batch)
-                      for name, interval in intervals_s.items() if interval > 0]
+        flows = "create_flow" in backend.capabilities()  # the store scanners need flows
+        self.specs = [ScannerSpec(name, interval, PERIODIC[name].batch)
+                      for name, interval in intervals_s.items()
+                      if interval > 0 and (flows or name not in STORE_SCANS)]
         self.stats = {spec.name: ScannerStats() for spec in self.specs}
         self._trackers = {spec.name: FailureTracker() for spec in self.specs}
 
     async def run_once(self, name: str, batch: int | None = None) -> ScanResult:
         """One batch of one scanner (what each loop iteration does)."""
+        if name in STORE_SCANS:
+            result = await STORE_SCANS[name](self.backend, self.now_ms(),
+                                             batch or PERIODIC[name].batch)
+            self.wake(result.lanes_woken)
+            return result
         scanner = BY_NAME[name]
         tracker = self._trackers.setdefault(name, FailureTracker())
         result = await self.scan(scanner, batch or scanner.batch, tracker.skipped())
@@ -176,6 +188,30 @@ class Engine:
                 if result.processed:
                     log.debug("scanner %s processed %d", spec.name, result.processed)
             await trio.sleep(0 if full else spec.interval_s)
+
+
+async def _reconcile_dependencies(backend: Backend, now: int, limit: int) -> ScanResult:
+    resolved, woken = await backend.reconcile_dependencies(limit)
+    return ScanResult(processed=resolved, lanes_woken=list(woken))
+
+
+async def _reconcile_flow_cancels(backend: Backend, now: int, limit: int) -> ScanResult:
+    result = ScanResult()
+    for flow_id, (reason, ids) in (await backend.owed_flow_cancels(now, limit)).items():
+        failed = await backend.cancel_flow_members(flow_id, ids, reason)
+        result.processed += len(ids) - len(failed)
+        for eid in failed:
+            result.failed[eid] = RuntimeError(f"cancel owed by flow {flow_id} failed")
+        if failed:
+            log.warning("flow %s: %d member cancels failed; retrying next cycle", flow_id,
+                        len(failed))
+    return result
+
+
+STORE_SCANS: dict[str, Callable[[Backend, int, int], Awaitable[ScanResult]]] = {
+    "dependency_reconciler": _reconcile_dependencies,
+    "flow_cancel_reconciler": _reconcile_flow_cancels,
+}
 
 
 def _count(result: ScanResult, eid: str, applied: Applied) -> None:

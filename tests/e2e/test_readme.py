@@ -13,27 +13,40 @@ from support.serve_process import port_is_free
 pytestmark = pytest.mark.e2e
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-MARKER = "<!-- walkthrough -->"
 
 
-def walkthrough() -> str:
+def walkthrough(marker: str = "<!-- walkthrough -->") -> str:
     text = README.read_text(encoding="utf-8")
-    match = re.search(re.escape(MARKER) + r"[^\n]*\n```sh\n(.*?)\n```", text, re.DOTALL)
-    assert match, f"README.md has no ```sh block right after a {MARKER} line"
+    match = re.search(re.escape(marker) + r"[^\n]*\n```sh\n(.*?)\n```", text, re.DOTALL)
+    assert match, f"README.md has no ```sh block right after a {marker} line"
     return match.group(1)
 
 
-def test_readme_walkthrough_completes_and_prints_the_result(launch, tmp_path):
-    script = walkthrough()
+def run_against_fresh_appliance(launch, tmp_path, script: str) -> str:
+    """Its stdout, once it ran to the end against an appliance on the README's port."""
     for tool in ("curl", "jq", "base64"):
         if shutil.which(tool) is None:
             pytest.skip(f"the walk-through needs {tool}")
     if not port_is_free("127.0.0.1", 9090):
         pytest.skip("127.0.0.1:9090 is in use on this machine")
     app = launch(["serve", "--listen", "127.0.0.1:9090"])
-
     run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\nappliance log:\n{app.log}"
-    assert run.stdout.rstrip().endswith("hello, world"), run.stdout
-    assert '"completed"' in run.stdout
+    return run.stdout
+
+
+def test_readme_walkthrough_completes_and_prints_the_result(launch, tmp_path):
+    stdout = run_against_fresh_appliance(launch, tmp_path, walkthrough())
+    assert stdout.rstrip().endswith("hello, world"), stdout
+    assert '"completed"' in stdout
+
+
+def test_readme_flow_walkthrough_runs_join_last_with_part_a_output(launch, tmp_path):
+    stdout = run_against_fresh_appliance(launch, tmp_path,
+                                         walkthrough("<!-- flow-walkthrough -->"))
+    running = [line for line in stdout.splitlines() if line.startswith("running")]
+    assert running[0] == "running split, input: ", stdout
+    assert sorted(running[1:3]) == ["running part-a, input: ", "running part-b, input: "]
+    assert running[3] == "running join, input: output of part-a", stdout
+    assert stdout.rstrip().endswith('{"state":"completed","counts":{"completed":4}}'), stdout
