@@ -117,8 +117,17 @@ class CycleInDag(InvalidInput):
     """A one-call DAG whose edges close a cycle: nothing was created."""
 
     kind = "cycle_detected"
-    template = "the edges close a cycle through nodes {nodes}; nothing was created"
+    template = "the edges close a cycle through nodes {shown}; nothing was created"
     exposed = ("nodes",)
+    #: The message names at most this many of the cycle's nodes (``nodes`` has them all).
+    SHOWN = 20
+
+    @classmethod
+    def through(cls, nodes: list[str]) -> FlowFabricError:
+        shown = repr(nodes[:cls.SHOWN])
+        if len(nodes) > cls.SHOWN:
+            shown = f"{shown[:-1]}, … ({len(nodes)} in all)]"
+        return cls.of(nodes=nodes, shown=shown)
 
 
 # -- 401, 404 -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from .effects import Effect
 from .errors import InvalidInput
+from .limits import U32_MAX
 from .operations import Ctx
 from .outcomes import Outcome
 from .record import Execution
@@ -189,17 +190,18 @@ class GroupSpec:
 
 def group_spec(policy: Any, k: Any, on_satisfied: Any, where: str) -> GroupSpec:
     """A policy as a client wrote it, checked (``where`` names it in errors)."""
-    if policy not in set(GroupPolicy):
+    if not isinstance(policy, str) or policy not in set(GroupPolicy):
         raise InvalidInput(f"{where}.policy: {policy!r} is not one of all_of, any_of, quorum")
-    if on_satisfied is not None and on_satisfied not in set(OnSatisfied):
+    if on_satisfied is not None and (not isinstance(on_satisfied, str)
+                                     or on_satisfied not in set(OnSatisfied)):
         raise InvalidInput(f"{where}.on_satisfied: {on_satisfied!r} is not one of "
                            f"cancel_remaining, let_run")
     if policy == GroupPolicy.QUORUM:
         if k is None:
             raise InvalidInput(f"{where}.k: a quorum needs k, the successes that release "
                                f"the node (1 or more)")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInput(f"{where}.k: must be an integer of at least 1")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= U32_MAX:
+            raise InvalidInput(f"{where}.k: must be an integer in 1..{U32_MAX}")
     elif k is not None:
         raise InvalidInput(f"{where}.k: only a quorum takes k")
     if policy == GroupPolicy.ALL_OF and on_satisfied not in (None, OnSatisfied.LET_RUN):
@@ -254,14 +256,18 @@ def resolve_edge(edge: Edge, group: EdgeGroup, upstream_outcome: str, now: int) 
 
 
 def recount(group: EdgeGroup, edges: list[Edge]) -> None:
-    """Counters from the group's applied edges, the group pending again: after a replay
-    turned the node's impossible edges back to unsatisfied."""
+    """Counters from the group's applied edges, the group pending again (or still
+    satisfied if every edge it needs is): after a replay turned the node's impossible
+    edges back to unsatisfied."""
     group.succeeded = group.failed = group.skipped = 0
     group.n = len(edges)
+    satisfied_at = group.satisfied_at
     group.state, group.satisfied_at = GroupState.PENDING, None
     for edge in edges:
         if edge.state == EdgeState.SATISFIED:
             group.succeeded += 1
+    if evaluate(group) == GroupState.SATISFIED:  # e.g. a completed child replayed
+        group.state, group.satisfied_at = GroupState.SATISFIED, satisfied_at
 
 
 def sibling_reason(verdict: str) -> str:
@@ -323,6 +329,14 @@ def check_apply(a: ApplyEdgeArgs, flow: Flow, edge: Edge) -> None:
     if a.data_passing_ref is not None and a.data_passing_ref != edge.data_passing_ref:
         raise InvalidInput(f"data_passing_ref: edge {edge.edge_id} was staged with "
                            f"{edge.data_passing_ref!r}")
+
+
+def check_not_delayed(child: Execution) -> None:
+    """A delayed child cannot be held by an edge: holding it would drop its delay."""
+    if child.eligibility_state == Eligibility.NOT_ELIGIBLE_UNTIL_TIME:
+        raise InvalidInput(f"downstream_execution_id: {child.execution_id} is delayed until "
+                           f"{child.delay_until}; an edge cannot hold it without losing the delay "
+                           f"(create the downstream without delay_until)")
 
 
 def owes_cancel(policy: str, ex: Execution) -> bool:
@@ -466,12 +480,15 @@ def dag_order(keys: list[str], edges: tuple[DagEdge, ...]) -> list[str] | None:
         return None
     # Every node left has a predecessor left: walk back until one repeats.
     left = {k for k in keys if inbound[k] > 0}
-    before = {k: [e.upstream for e in edges if e.downstream == k and e.upstream in left]
-              for k in left}
-    path, node = [], min(left)
+    before: dict[str, list[str]] = {k: [] for k in left}
+    for e in edges:  # one pass: a hostile DAG has up to 100,000 edges
+        if e.downstream in left and e.upstream in left:
+            before[e.downstream].append(e.upstream)
+    path: dict[str, int] = {}  # node → its place on the walk
+    node = min(left)
     while node not in path:
-        path.append(node)
+        path[node] = len(path)
         node = before[node][0]
-    cycle = path[path.index(node):]
+    cycle = list(path)[path[node]:]
     cycle.reverse()
     return cycle

@@ -44,7 +44,8 @@ def parse_execution_id(text: object, field: str = "execution_id") -> ExecutionId
 def parse_uuid(text: object, field: str) -> str:
     """Validate a hyphenated UUID; returns it in canonical lowercase form."""
     if not isinstance(text, str) or len(text) != 36:
-        raise InvalidInput(f"invalid {field}: {text!r} is not a hyphenated UUID "
+        shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:60] + "…"
+        raise InvalidInput(f"invalid {field}: {shown} is not a hyphenated UUID "
                            f"like 550e8400-e29b-41d4-a716-446655440000")
     try:
         return str(uuid.UUID(text))

@@ -30,6 +30,8 @@ Revision = Annotated[int, Meta(ge=0, le=MS_MAX)]
 #: Most edges in one flow submission.
 DAG_MAX_EDGES = 100_000
 MAX_LIST_LIMIT = 1000
+FLOW_KIND_MAX_BYTES = 256
+NAMESPACE_MAX = 256
 
 
 class FlowBody(Body):
@@ -104,9 +106,11 @@ class CancelFlowBody(Body):
     now: Time | None = None
 
 
-def _flow_id(path_id: str, body_id: Any = None) -> str:
+def _flow_id(path_id: str, body_id: Any = ...) -> str:
+    """The path's flow id; a body's ``flow_id`` (required where the body has one) must
+    name the same flow."""
     flow_id = parse_uuid(path_id, "flow_id")
-    if body_id is not None and parse_uuid(body_id, "flow_id") != flow_id:
+    if body_id is not ... and parse_uuid(body_id, "flow_id") != flow_id:
         raise InvalidInput("flow_id: the body's flow_id does not match the path's")
     return flow_id
 
@@ -115,6 +119,9 @@ def submission(body: FlowBody, partitions: int) -> f.FlowSubmission:
     """A flow submission, every node, edge and group checked (nothing reaches the store
     unless all of it is valid)."""
     flow_id = parse_uuid(body.flow_id, "flow_id") if body.flow_id is not None else fresh_uuid()
+    if len(body.flow_kind.encode()) > FLOW_KIND_MAX_BYTES:
+        raise InvalidInput(f"flow_kind: must be 1..{FLOW_KIND_MAX_BYTES} bytes of UTF-8, got "
+                           f"{len(body.flow_kind.encode())}")
     partition = flow_partition(flow_id, partitions)
     if body.nodes is None:
         if body.edges or body.groups:
@@ -136,10 +143,12 @@ def submission(body: FlowBody, partitions: int) -> f.FlowSubmission:
             raise type(exc)(f"{where}: {exc.message}", details=exc.details) from None
         nodes.append((node.key, args))
     keys = [key for key, _ in nodes]
-    known = set(keys)
-    if len(known) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        raise InvalidInput(f"nodes: the key {dup!r} is used twice; keys name nodes uniquely")
+    known: set[str] = set()
+    for key in keys:
+        if key in known:
+            raise InvalidInput(f"nodes: the key {key!r} is used twice; keys name nodes "
+                               f"uniquely")
+        known.add(key)
     edges: list[f.DagEdge] = []
     pairs: set[tuple[str, str]] = set()
     inbound: dict[str, int] = {}
@@ -159,6 +168,10 @@ def submission(body: FlowBody, partitions: int) -> f.FlowSubmission:
         inbound[edge.downstream] = inbound.get(edge.downstream, 0) + 1
         edges.append(f.DagEdge(edge.upstream, edge.downstream, edge.dependency_kind,
                                edge.data_passing_ref))
+    for i, (key, args) in enumerate(nodes):
+        if args.delay_until is not None and inbound.get(key):
+            raise InvalidInput(f"nodes[{i}].delay_until: node {key!r} has inbound edges and "
+                               f"runs when they allow; only a node without any can be delayed")
     groups: list[tuple[str, f.GroupSpec]] = []
     for key, raw in (body.groups or {}).items():
         where = f"groups[{key!r}]"
@@ -174,7 +187,7 @@ def submission(body: FlowBody, partitions: int) -> f.FlowSubmission:
         groups.append((key, spec))
     cycle = f.dag_order(keys, tuple(edges))
     if cycle is not None:
-        raise CycleInDag.of(nodes=cycle)
+        raise CycleInDag.through(cycle)
     return f.FlowSubmission(flow_id, partition, body.flow_kind, body.namespace, tuple(nodes),
                             tuple(edges), tuple(groups))
 
@@ -190,7 +203,7 @@ def _member_id(raw: Any, field: str, flow_id: str, partitions: int) -> str:
 
 
 def _cancel_policy(raw: Any) -> str:
-    if raw not in set(f.CancelPolicy):
+    if not isinstance(raw, str) or raw not in set(f.CancelPolicy):
         raise InvalidInput(f"cancellation_policy: {raw!r} is not one of cancel_all, "
                            f"cancel_pending, let_run")
     return str(raw)
@@ -243,7 +256,15 @@ def routes(service: Service, r: Routes) -> Blueprint:
 
     @r.route(bp, "/v1/flows", ["POST"], r.BATCH)
     async def create_flow() -> Response:
-        outcome = await flows.create(submission(await r.body(FlowBody), partitions))
+        body = await r.body(FlowBody)
+        outcome = await flows.create(submission(body, partitions))
+        if body.nodes is not None and isinstance(outcome, f.FlowCreated):
+            outcome = f.DagCreated(outcome.flow_id, {}, 0)  # "nodes": [] is still a DAG
+        elif body.nodes is not None and isinstance(outcome, f.FlowAlreadySatisfied):
+            view = await flows.describe(outcome.flow_id)
+            outcome = f.DagAlreadySatisfied(outcome.flow_id, {
+                m["node_key"]: m["execution_id"] for m in view.members if m.get("node_key")
+            }, view.flow.graph_revision)
         created = isinstance(outcome, (f.FlowCreated, f.DagCreated))
         return _answer(outcome, 201 if created else 200)
 
@@ -309,10 +330,14 @@ def routes(service: Service, r: Routes) -> Blueprint:
         if unknown:
             raise InvalidInput(f"unknown field {unknown[0]!r} in query; remove it")
         raw_limit = query.get("limit") or "50"
-        if not raw_limit.isdigit() or int(raw_limit) > MAX_LIST_LIMIT:
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or int(raw_limit) > MAX_LIST_LIMIT:
             raise InvalidInput(f"query.limit: must be an integer in 0..{MAX_LIST_LIMIT}")
         cursor = parse_uuid(query["cursor"], "cursor") if query.get("cursor") else None
-        page, next_cursor = await flows.list(query.get("namespace"), cursor, int(raw_limit))
+        namespace = query.get("namespace")
+        if namespace is not None and ("\x00" in namespace or len(namespace) > NAMESPACE_MAX):
+            raise InvalidInput(f"query.namespace: must be at most {NAMESPACE_MAX} characters "
+                               f"without NUL (\\u0000)")
+        page, next_cursor = await flows.list(namespace, cursor, int(raw_limit))
         return json_response({"flows": [{"flow_id": fl.flow_id, "flow_kind": fl.flow_kind,
                                          "namespace": fl.namespace, "created_at": fl.created_at}
                                         for fl in page], "next_cursor": next_cursor})

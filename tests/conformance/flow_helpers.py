@@ -369,3 +369,42 @@ def raw(template: Mapping[str, Any], value: str) -> bytes:
     text = json.dumps(template)
     assert text.count('"@"') == 1, text
     return text.replace('"@"', value).encode()
+
+
+# -- more building blocks ---------------------------------------------------------------------
+
+async def new_member(ff, flow_id: str, **fields: Any) -> str:
+    """POST /v1/executions with ``flow_id``: an execution minted on the flow's partition,
+    a member from the same step."""
+    reply = await ff.call("POST", "/v1/executions", {"flow_id": flow_id, **fields})
+    assert reply.status == 201, reply
+    return reply.body["Created"]["execution_id"]
+
+
+async def solo_on(ff, partition: int, **fields: Any) -> str:
+    """An execution on ``partition`` that belongs to no flow."""
+    return await ff.create(execution_id=id_on(partition), **fields)
+
+
+def edge_states(flow: Mapping[str, Any]) -> list[str]:
+    return sorted(e["state"] for e in flow["edges"])
+
+
+async def woken_by(ff, lane: str, action: Callable[[], Awaitable[Any]], *,
+                   deadline_s: float = 5.0, wait_ms: int = 20_000) -> dict | None:
+    """Start a claim on ``lane`` that long-polls, run ``action`` once it waits, and return
+    what the claim got. Re-polling is off in the harness, so only a wake-up returns the
+    claim before ``deadline_s`` (far less than ``wait_ms``)."""
+    got: dict[str, Any] = {}
+
+    async def waiter() -> None:
+        got["task"] = await ff.claim(lane=lane, worker="sleeper", wait_ms=wait_ms)
+
+    with trio.fail_after(deadline_s):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            while ff.service.work.waiting(lane) == 0:
+                await trio.sleep(0.005)
+            await action()
+    return got["task"]
+

@@ -20,7 +20,8 @@ def test_defaults():
     assert (cfg.shutdown_grace_s, cfg.log_level) == (15.0, "info")
     assert cfg.scanner_intervals_s == {"lease_expiry": 1.5, "delayed_promoter": 0.75,
                                        "attempt_timeout": 2, "execution_deadline": 5,
-                                       "retention_trimmer": 60}
+                                       "retention_trimmer": 60, "dependency_reconciler": 15,
+                                       "flow_cancel_reconciler": 15}
 
 
 def test_every_setting_with_a_default_loads():

@@ -71,7 +71,7 @@ def load_flow(flow_id: str, lock: str = "{lock}") -> Op:
     return f.Flow(**dict(row)) if row else None
 
 
-def _open_flow(flow_id: str) -> Op:
+def open_flow(flow_id: str) -> Op:
     flow = yield from load_flow(flow_id)
     if flow is None:
         raise FlowNotFound.of(flow_id=flow_id)
@@ -157,9 +157,9 @@ def create_flow(sub: f.FlowSubmission, ctx: Ctx) -> Op:
                         flow.graph_revision), tuple(woken)
 
 
-def join_on_create(ex: Execution, ctx: Ctx) -> Op:
-    """``ex`` (being created with ``flow_id``) joins its flow: the flow must be open."""
-    flow = yield from _open_flow(ex.flow_id or "")
+def join_on_create(flow: f.Flow, ctx: Ctx) -> Op:
+    """An execution just created with ``flow_id`` joins ``flow`` (``open_flow``, read
+    first in the same transaction)."""
     before = f.row_of(flow)
     flow.node_count += 1
     flow.graph_revision += 1
@@ -168,7 +168,7 @@ def join_on_create(ex: Execution, ctx: Ctx) -> Op:
 
 
 def add_member(flow_id: str, execution_id: str, ctx: Ctx) -> Op:
-    flow = yield from _open_flow(flow_id)
+    flow = yield from open_flow(flow_id)
     ex = yield from _load_ex(execution_id)
     if ex is None:
         raise ExecutionNotFound.of(execution_id=execution_id)
@@ -197,7 +197,7 @@ def add_member(flow_id: str, execution_id: str, ctx: Ctx) -> Op:
 def stage_edge(a: f.StageArgs, ctx: Ctx) -> Op:
     if a.upstream_execution_id == a.downstream_execution_id:
         raise SelfReferencingEdge.of(execution_id=a.upstream_execution_id)
-    flow = yield from _open_flow(a.flow_id)
+    flow = yield from open_flow(a.flow_id)
     if flow.graph_revision != a.expected_graph_revision:
         raise StaleGraphRevision.of(flow_id=a.flow_id, graph_revision=flow.graph_revision,
                                     expected=a.expected_graph_revision)
@@ -257,9 +257,12 @@ def apply_edge(a: f.ApplyEdgeArgs, ctx: Ctx) -> Op:
     f.check_apply(a, flow, edge)
     if edge.state != f.EdgeState.STAGED:
         return "AlreadyApplied", ()
+    if f.is_terminal(flow):
+        raise FlowAlreadyTerminal.of(flow_id=a.flow_id, state=flow.state)
     child = yield from _load_ex(edge.downstream_execution_id)
     if child is None:
         raise ExecutionNotFound.of(execution_id=edge.downstream_execution_id)
+    f.check_not_delayed(child)
     group = yield from _group(child.execution_id)
     group_before = f.row_of(group) if group else None
     if group is None:
@@ -500,14 +503,18 @@ def describe(flow_id: str) -> Op:
     flow = yield from load_flow(flow_id, lock="")
     if flow is None:
         return None
-    members = yield all_("SELECT e.execution_id, e.public_state, n.node_key FROM ff_exec e "
-                         "LEFT JOIN ff_flow_node n ON n.flow_id = e.flow_id AND "
-                         "n.execution_id = e.execution_id WHERE e.flow_id = ? "
-                         "ORDER BY e.execution_id", flow_id)
+    members = yield all_("SELECT execution_id, public_state FROM ff_exec WHERE flow_id = ? "
+                         "ORDER BY execution_id", flow_id)
+    # Keys apart and matched here: a join on execution_id would search the flow's nodes
+    # once per member (ff_flow_node is keyed by node_key), quadratic in a large DAG.
+    nodes = yield all_("SELECT node_key, execution_id FROM ff_flow_node WHERE flow_id = ?",
+                       flow_id)
+    keys = {n["execution_id"]: n["node_key"] for n in nodes}
     edges = yield all_("SELECT * FROM ff_edge WHERE flow_id = ? ORDER BY edge_id", flow_id)
     groups = yield all_("SELECT * FROM ff_edge_group WHERE flow_id = ? "
                         "ORDER BY downstream_execution_id", flow_id)
-    return f.FlowView(flow, [dict(m) for m in members], [f.Edge(**dict(e)) for e in edges],
+    return f.FlowView(flow, [{**dict(m), "node_key": keys.get(m["execution_id"])}
+                             for m in members], [f.Edge(**dict(e)) for e in edges],
                       [f.EdgeGroup(**dict(g)) for g in groups])
 
 

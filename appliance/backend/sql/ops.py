@@ -27,7 +27,7 @@ from appliance.core.errors import FlowFabricError
 from appliance.core.flows import FLOW_CANCEL
 from appliance.core.ids import fresh_uuids
 from appliance.core.operations import Applied, Ctx, Missing, Mutation
-from appliance.core.outcomes import Claimed, Created, Duplicate, Purged
+from appliance.core.outcomes import Claimed, Created, Duplicate, Purged, Replayed
 from appliance.core.record import (
     ATTEMPT_COLUMNS,
     CLAIMABLE,
@@ -103,7 +103,9 @@ def apply(m: Mutation, ctx: Ctx) -> Op:
     ex = yield from load(m.execution_id, lock)
     moved = FlowMoves()
     applied = yield from _apply_to(m, ex, ctx, moved)
-    return (yield from moved.resolve(applied, ctx))
+    applied = yield from moved.resolve(applied, ctx)
+    [applied] = yield from moved.restate([m], [applied])
+    return applied
 
 
 class FlowMoves:
@@ -131,6 +133,19 @@ class FlowMoves:
             return applied
         woken = yield from flows.resolve(self.ended, self.back, ctx)
         return Applied(applied.outcome, applied.error, (*applied.woken, *woken))
+
+    def restate(self, mutations: list[Mutation], answers: list[Applied]) -> Op:
+        """``answers`` with each replay of a member answering the state its flow left it
+        in (held again, or skipped again), read once the resolution is written."""
+        back = {ex.execution_id for ex in self.back}
+        out = []
+        for m, answer in zip(mutations, answers, strict=True):
+            if m.execution_id in back and isinstance(answer.outcome, Replayed):
+                ex = yield from load(m.execution_id, lock="")
+                if ex is not None:
+                    answer = Applied(Replayed(ex.public_state), answer.error, answer.woken)
+            out.append(answer)
+        return out
 
 
 def _apply_to(m: Mutation, ex: Execution | None, ctx: Ctx,
@@ -177,7 +192,7 @@ def apply_many(mutations: list[Mutation], ctx: Ctx) -> Op:
         yield stmt
     if answers:
         answers[0] = yield from moved.resolve(answers[0], ctx)
-    return answers
+    return (yield from moved.restate(mutations, answers))
 
 
 def each(items: list[Callable[[], Op]]) -> Op:
@@ -198,8 +213,9 @@ def each(items: list[Callable[[], Op]]) -> Op:
 
 def create(args: CreateArgs, ctx: Ctx) -> Op:
     ex = rules.create(args, ctx)
-    if args.flow_id is not None:
-        yield from flows.join_on_create(ex, ctx)
+    flow = None
+    if args.flow_id is not None:  # refused before anything is written
+        flow = yield from flows.open_flow(args.flow_id)
     if args.idempotency_key is not None:
         ttl = args.policy.dedup_window_ms or IDEMPOTENCY_TTL_MS
         key = (args.partition_id, args.namespace, args.idempotency_key)
@@ -218,6 +234,8 @@ def create(args: CreateArgs, ctx: Ctx) -> Op:
     inserted = yield exec_(_INSERT_EXEC, *(row[c] for c in EXECUTION_COLUMNS))
     if not inserted:
         return Applied(Duplicate(args.execution_id))
+    if flow is not None:  # joins only when created: a duplicate does not count again
+        yield from flows.join_on_create(flow, ctx)
     yield later("INSERT INTO ff_exec_data (execution_id, input_payload) VALUES (?, ?)",
                 args.execution_id, args.input_payload)
     woken: tuple[str, ...] = ()
