@@ -4,7 +4,7 @@
 -- Files are concatenated in name order into one library (flowfabric_lua.library_source),
 -- after a prelude generated from the Python definitions (flowfabric_valkey.generated):
 -- INT_FIELDS, TERMINAL_PUBLIC, RUNNABLE_PUBLIC, RECLAIMABLE, ERROR_KINDS, DEFAULTS, LIMITS,
--- SCANNERS and OPERATIONS come from there.
+-- SCANNERS and OPERATIONS come from there (and for flows FLOW_INT_FIELDS and FLOWS).
 -- The state machine mirrors appliance/core/transitions.py rule for rule; Python passes the
 -- time, ids and random draws in, so every function is deterministic.
 --
@@ -22,6 +22,22 @@
 --   ff:p:{fp:N}:lease     ZSET   lease_expires_at of leased executions
 --   ff:p:{fp:N}:adl / :edl / :purge   ZSET  attempt deadline / execution deadline / purge_at
 --   ff:idem:{fp:N}:<len(ns)>:<ns>:<key>  STRING "<expires_at>:<eid>" (PX only collects garbage)
+-- Flows (lua/30_flows.lua; every member of a flow is on the flow's partition {fp:N}):
+--   ff:f:{fp:N}:<flow_id>            HASH  the flow record (fields of core.flows.Flow)
+--   ff:f:{fp:N}:<flow_id>:members    ZSET  member execution ids (score 0, lex order)
+--   ff:f:{fp:N}:<flow_id>:nodes      HASH  node key -> execution id (one-call DAG members)
+--   ff:f:{fp:N}:<flow_id>:edges      HASH  edge id -> edge JSON (core.flows.Edge, and seq:
+--                                          its place in the order edges were made)
+--   ff:f:{fp:N}:<flow_id>:groups     HASH  downstream execution id -> edge group JSON
+--   ff:f:{fp:N}:<flow_id>:down:<eid> HASH  edge id -> downstream, every edge out of <eid>
+--   ff:f:{fp:N}:<flow_id>:up:<eid>   HASH  edge id -> upstream, every edge into <eid>
+--   ff:f:{fp:N}:<flow_id>:open:<eid> ZSET  the edges out of <eid> still unsatisfied (score seq)
+--   ff:f:{fp:N}:<flow_id>:pending:<eid> SET the edges into <eid> still unsatisfied
+--   ff:p:{fp:N}:flows                ZSET  the flows of the partition (lex, for listing)
+--   ff:p:{fp:N}:flows:<#ns>:<ns>     ZSET  the same, of one namespace
+--   ff:p:{fp:N}:flow_open            SET   executions with unsatisfied outgoing edges (what
+--                                          the dependency reconciler looks at)
+--   ff:p:{fp:N}:flow_cancel          ZSET  a flow cancel's backlog: "<flow_id>|<eid>" by due_at
 
 local LIBRARY_VERSION = '1'
 -- Filled in by the loader with a digest of these files, so a changed library is always
@@ -211,9 +227,15 @@ local function memberships(ex)
 end
 
 -- Lanes that gained claimable work in this call ("<partition>:<lane>"), published at the end,
--- and how many executions became claimable.
+-- and how many executions became claimable; woken_lanes names the lane once per execution
+-- made claimable (what the call answers, so the caller wakes as many claims).
 local woken = {}
+local woken_lanes = {}
 local made_claimable = 0
+-- Flow members this call ended or brought back from an end (lua/30_flows.lua resolves their
+-- edges once the call's own writes are done), and the flow functions, defined there.
+local moves = {ended = {}, back = {}}
+local FLOW = {}
 -- The appliance calling (its args' _o), named in what the call publishes so that its own
 -- notifications, already acted on, come back recognisable.
 local origin = ''
@@ -248,6 +270,7 @@ local function sync(ex, before, force)
       claim_add(p, ex, now.claim)
       if not before.claim then
         woken[ex.partition_id .. ':' .. lane] = lane
+        woken_lanes[#woken_lanes + 1] = lane
         made_claimable = made_claimable + 1
       end
     end
@@ -279,16 +302,23 @@ local function unindex(ex)
   refresh_lane(p, ex.lane_id)
 end
 
--- Publish the lanes this call made claimable (for other appliances) and return them (for
--- the caller's own wake-up). A message is "<origin>|<partition>:<lane>".
+-- Publish the lanes this call made claimable (for other appliances, once each) and return
+-- them (for the caller's own wake-up, once per execution made claimable). A message is
+-- "<origin>|<partition>:<lane>".
 local function publish_woken()
-  local lanes = {}
-  for where, lane in pairs(woken) do
+  for where, _ in pairs(woken) do
     redis.call('PUBLISH', WORK_CHANNEL, origin .. '|' .. where)
-    lanes[#lanes + 1] = lane
   end
-  woken, made_claimable, origin = {}, 0, ''
+  local lanes = woken_lanes
+  woken, woken_lanes, made_claimable, origin = {}, {}, 0, ''
   return lanes
+end
+
+-- What a call starts from: nothing woken, no flow member moved.
+local function fresh_call()
+  NULL = cjson.null
+  woken, woken_lanes, made_claimable, origin = {}, {}, 0, ''
+  moves = {ended = {}, back = {}}
 end
 
 -- ARGV[1], decoded; it names the appliance calling.

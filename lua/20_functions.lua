@@ -17,6 +17,8 @@ end
 -- A rule sets c.result to bytes to store as the result, or false to clear it, and c.delete
 -- to remove the execution. A rule with nothing to do answers nil; the indexes are then
 -- checked against the record (a scanner may have found a stale entry).
+-- A flow member that ended (or came back from an end) is noted: its edges resolve at the end
+-- of the call (FLOW.finish).
 local function apply_rule(eid, ex, rule, a)
   local before, indexed = copy(ex), memberships(ex)
   local c = ctx(a)
@@ -28,12 +30,14 @@ local function apply_rule(eid, ex, rule, a)
   end
   if c.delete then
     unindex(ex)
+    FLOW.forget(ex)
     redis.call('DEL', core_key(eid), core_key(eid) .. ':in', core_key(eid) .. ':out',
                core_key(eid) .. ':att')
     return {ok = outcome}
   end
   save(ex, before)
   sync(ex, indexed)
+  FLOW.note(ex, before.lifecycle_phase == 'terminal')
   if c.result ~= nil then
     if c.result then
       redis.call('SET', core_key(eid) .. ':out', c.result)
@@ -58,6 +62,10 @@ local function create_one(a, payload)
   local row = a.row
   local eid = row.execution_id
   local tag = tag_of(eid)
+  if row.flow_id then  -- its flow must be open: refused before anything is written
+    local refused = FLOW.check_open(row)
+    if refused then return refused end
+  end
   if a.idempotency_key then
     local ns = row.namespace
     local ikey = 'ff:idem:' .. tag .. ':' .. #ns .. ':' .. ns .. ':' .. a.idempotency_key
@@ -77,6 +85,7 @@ local function create_one(a, payload)
   redis.call('SET', core_key(eid) .. ':in', payload or '')
   redis.call('ZADD', pkey(tag) .. 'all', 0, eid)
   sync(ex, {})
+  if row.flow_id then FLOW.join(ex, a.now) end  -- only when created: a duplicate joins once
   return {ok = {Created = {execution_id = eid, public_state = ex.public_state}}}
 end
 
@@ -84,22 +93,21 @@ local function create(keys, argv)
   return create_one(args_of(argv), argv[2])
 end
 
--- The lanes the last step made claimable, kept to be published once at the end of a call
--- that takes several steps.
+-- The lanes the last step made claimable (once per execution), kept to be published once at
+-- the end of a call that takes several steps.
 local function step_woken(published)
-  local lanes = {}
-  for where, lane in pairs(woken) do
-    published[where] = lane
-    lanes[#lanes + 1] = lane
-  end
-  woken = {}
+  for where, lane in pairs(woken) do published[where] = lane end
+  local lanes = woken_lanes
+  woken, woken_lanes = {}, {}
   return lanes
 end
 
 -- Several steps on one partition in one call (their keys share its hash tag): ARGV[1] is
 -- {now, retention_ms, items}, ARGV[i + 1] the bytes of items[i]. Each step is atomic and
 -- answered alone, as its own function would; one failing does not undo the others.
--- Answers {"a": [answer...]}, each answer with the lanes its step made claimable.
+-- Answers {"a": [answer...]}, each answer with the lanes its step made claimable. The flow
+-- members the steps ended resolve their edges after the last step (as ops.apply_many does);
+-- the lanes that made claimable are the first answer's.
 local function many(step)
   return function(keys, argv)
     local a = args_of(argv)
@@ -110,6 +118,12 @@ local function many(step)
       answer.w = step_woken(published)
       answers[i] = answer
     end
+    local back = FLOW.finish(ctx(a))
+    local resolved = step_woken(published)
+    if answers[1] and #resolved > 0 then
+      for _, lane in ipairs(resolved) do answers[1].w[#answers[1].w + 1] = lane end
+    end
+    for i, answer in ipairs(answers) do FLOW.restate(eid_of(keys[i]), answer, back) end
     woken = published
     return {a = answers}
   end
@@ -179,6 +193,7 @@ local function lease_best(p, lane, a, c, out)
       local _, attempt_type = rule_claim(ex, c, ca)
       save(ex, before)
       sync(ex, indexed)
+      if not attempt_type then FLOW.note(ex, false) end  -- the reclaim cap ended it
       if attempt_type then
         leased = leased + 1
         out[#out + 1] = attempt_type
@@ -190,16 +205,20 @@ local function lease_best(p, lane, a, c, out)
 end
 
 -- Promote the lane's due delays on this partition, then lease the best executions for the
--- worker. Answers {next, promoted, (attempt_type, payload, record)...}, where next says when
--- the lane's work left here is claimable (0: now, -1: there is none) and promoted how many
--- delays came due (each made an execution claimable).
+-- worker. Answers {next, promoted, resolved, (attempt_type, payload, record)...}, where next
+-- says when the lane's work left here is claimable (0: now, -1: there is none), promoted how
+-- many delays came due (each made an execution claimable) and resolved the lanes (once per
+-- execution) that flow members the reclaim cap ended made claimable.
 local function claim(keys, argv)
   local a = args_of(argv)
   local c = ctx(a)
   local p = pkey(string.match(keys[1], '{fp:%d+}'))
   promote_due(p, a.lane_id, a, c)
-  local answer = {0, made_claimable}
+  local answer = {0, made_claimable, {}}
   lease_best(p, a.lane_id, a, c, answer)
+  local before = #woken_lanes
+  FLOW.finish(c)
+  for i = before + 1, #woken_lanes do answer[3][#answer[3] + 1] = woken_lanes[i] end
   answer[1] = tonumber(redis.call('ZSCORE', p .. 'lanes', a.lane_id)) or -1
   return answer
 end
@@ -209,7 +228,10 @@ local function operation(rule)
   return function(keys, argv)
     local a = args_of(argv)
     if a._bytes then a[a._bytes] = argv[2] or '' end
-    return mutate(eid_of(keys[1]), rule, a)
+    local eid = eid_of(keys[1])
+    local answer = mutate(eid, rule, a)
+    FLOW.restate(eid, answer, FLOW.finish(ctx(a)))
+    return answer
   end
 end
 
@@ -223,8 +245,7 @@ end
 -- A function answering a table: JSON, with the lanes it made claimable (published too).
 local function register(name, fn)
   redis.register_function(name, function(keys, argv)
-    NULL = cjson.null
-    woken, made_claimable, origin = {}, 0, ''
+    fresh_call()
     local answer = fn(keys, argv)
     answer.w = publish_woken()
     return jenc(answer)
@@ -233,8 +254,7 @@ end
 
 local function register_raw(name, fn)
   redis.register_function(name, function(keys, argv)
-    NULL = cjson.null
-    woken, made_claimable, origin = {}, 0, ''
+    fresh_call()
     local answer = fn(keys, argv)
     publish_woken()
     return answer

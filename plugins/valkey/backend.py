@@ -20,9 +20,11 @@ import trio
 import trio_asyncio
 
 from appliance.backend import BackendBase, BackendEnv, Claim
+from appliance.core import flows as fl
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import (
+    InvalidInput,
     StartupError,
     StoreUnavailable,
     Unavailable,
@@ -30,8 +32,8 @@ from appliance.core.errors import (
 )
 from appliance.core.ids import fresh_uuid, fresh_uuids, parse_execution_id
 from appliance.core.operations import Applied, Ctx, Mutation, Operation, args_to_dict
-from appliance.core.outcomes import from_wire
-from appliance.core.partitions import solo_partition
+from appliance.core.outcomes import Outcome, from_wire
+from appliance.core.partitions import flow_partition, solo_partition
 from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
 
@@ -264,7 +266,8 @@ class ValkeyBackend(BackendBase):
         answers = await self._many("ff_create_many", steps)
         for args in batch:
             self._work.mark(args.partition_id, args.lane_id)  # work (due now or later) is there
-        return [Applied(from_wire(a["ok"]), woken=tuple(a.get("w") or ())) for a in answers]
+        return [Applied(error=error_from(a["err"], a.get("d") or {})) if "err" in a
+                else Applied(from_wire(a["ok"]), woken=tuple(a.get("w") or ())) for a in answers]
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         return codec.execution_from(await self._conn().call(self._conn().client.hgetall,
@@ -308,7 +311,11 @@ class ValkeyBackend(BackendBase):
             got = await self._fcall("ff_claim", keys.partition(partition), call)
             self._work.seen(args.lane_id, partition, float(got[0]), since)
             woken += [args.lane_id] * int(got[1])
-            for i in range(2, len(got), 3):
+            resolved = [lane.decode() for lane in got[2]]  # flow members the claim ended
+            for lane in set(resolved):
+                self._work.mark(partition, lane)
+            woken += resolved
+            for i in range(3, len(got), 3):
                 attempt_type, payload, flat = got[i:i + 3]
                 ex = codec.execution_from(flat)
                 assert ex is not None
@@ -317,6 +324,236 @@ class ValkeyBackend(BackendBase):
             if len(tasks) >= args.max_tasks:
                 break
         return Claim(tuple(tasks), tuple(woken))
+
+    # -- flows (spec/flows.md): every change one FCALL on the flow's partition --------------
+    def _flow_key(self, flow_id: str) -> tuple[int, str]:
+        partition = flow_partition(flow_id, self.env.partitions.flow)
+        return partition, keys.flow(partition, flow_id)
+
+    def _flow_answer(self, partition: int, raw: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """A flow function's answer, and the lanes it made claimable (marked for claims); a
+        refusal raises."""
+        answer = codec.decode_answer(raw)
+        woken = tuple(answer.get("w") or ())
+        for lane in set(woken):
+            self._work.mark(partition, lane)
+        if "err" in answer:
+            raise error_from(answer["err"], answer.get("d") or {})
+        if "invalid" in answer:
+            raise InvalidInput(answer["invalid"])
+        return answer, woken
+
+    async def _flow_call(self, name: str, flow_id: str, args: dict[str, Any],
+                         *data: bytes, more_keys: Sequence[str] = ()
+                         ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        partition, key = self._flow_key(flow_id)
+        raw = await self._conn().fcall(name, [key, *more_keys],
+                                       self._args(**{**args, "flow_id": flow_id}), *data)
+        return self._flow_answer(partition, raw)
+
+    async def create_flow(self, sub: fl.FlowSubmission) -> tuple[Outcome, tuple[str, ...]]:
+        """The flow, and with nodes the whole DAG, in one FCALL, all or nothing. The records
+        are made here as the SQL stores make them (``rules.create``, gated when they have
+        inbound edges), ids minted here; the library refuses ids already taken."""
+        now = self.env.clock.now_ms()
+        ctx = Ctx(now=now, retention_ms=self.env.retention_ms)
+        flow = fl.Flow(sub.flow_id, sub.partition_id, sub.flow_kind, sub.namespace,
+                       fl.FlowState.OPEN, graph_revision=len(sub.nodes) + len(sub.edges),
+                       node_count=len(sub.nodes), edge_count=len(sub.edges), created_at=now,
+                       last_mutation_at=now)
+        args: dict[str, Any] = {"now": now, "flow": codec.without_nulls(fl.row_of(flow))}
+        if not sub.nodes:
+            answer, _ = await self._flow_call("ff_flow_create", sub.flow_id, args)
+            if "Created" in answer["ok"]:
+                return fl.FlowCreated(sub.flow_id), ()
+            return fl.FlowAlreadySatisfied(sub.flow_id), ()
+        made = {key: rules.create(a, ctx) for key, a in sub.nodes}
+        inbound: dict[str, int] = {}
+        for e in sub.edges:
+            inbound[e.downstream] = inbound.get(e.downstream, 0) + 1
+        for key, ex in made.items():
+            ex.flow_id = sub.flow_id
+            if inbound.get(key):
+                fl.gate(ex, ctx, inbound[key])
+        # Edges travel compact (up to 100,000 of them): [upstream node, downstream node (their
+        # places in nodes, from 1), edge id, dependency_kind(, data_passing_ref)]; the library
+        # writes each as the Edge the SQL stores insert (applied: unsatisfied).
+        place = {key: i for i, key in enumerate(made, 1)}
+        specs = dict(sub.groups)
+        args.update(
+            nodes=[[key, codec.row_of(ex)] for key, ex in made.items()],
+            edges=[[place[e.upstream], place[e.downstream], edge_id, e.dependency_kind,
+                    *(() if e.data_passing_ref is None else (e.data_passing_ref,))]
+                   for edge_id, e in zip(fresh_uuids(len(sub.edges)), sub.edges, strict=True)],
+            groups=[codec.without_nulls(fl.row_of(fl.EdgeGroup(
+                made[key].execution_id, sub.flow_id, spec.policy, spec.k, spec.on_satisfied,
+                n=count))) for key, count in inbound.items()
+                for spec in [specs.get(key, fl.GroupSpec())]])
+        await self._remember({(a.lane_id, a.partition_id) for _, a in sub.nodes})
+        answer, woken = await self._flow_call("ff_flow_create", sub.flow_id, args,
+                                              *(a.input_payload or b"" for _, a in sub.nodes))
+        for _, a in sub.nodes:
+            self._work.mark(a.partition_id, a.lane_id)
+        if "Created" in answer["ok"]:
+            return fl.DagCreated(sub.flow_id, {k: ex.execution_id for k, ex in made.items()},
+                                 flow.graph_revision), woken
+        body = answer["ok"]["AlreadySatisfied"]
+        return fl.DagAlreadySatisfied(sub.flow_id, dict(body.get("executions") or {}),
+                                      body["graph_revision"]), ()
+
+    async def add_flow_member(self, flow_id: str, execution_id: str) -> Outcome:
+        answer, _ = await self._flow_call("ff_flow_add_member", flow_id,
+                                          {"execution_id": execution_id},
+                                          more_keys=[keys.record(execution_id)])
+        ok = answer["ok"]
+        if "Added" in ok:
+            return fl.Added(**ok["Added"])
+        return fl.AlreadyMember(**ok["AlreadyMember"])
+
+    async def stage_edge(self, args: fl.StageArgs) -> Outcome:
+        answer, _ = await self._flow_call("ff_flow_stage", args.flow_id, codec.without_nulls(
+            fl.row_of(args)))
+        return fl.Staged(**answer["ok"]["Staged"])
+
+    async def apply_edge(self, args: fl.ApplyEdgeArgs) -> tuple[Outcome | str, tuple[str, ...]]:
+        answer, woken = await self._flow_call("ff_flow_apply", args.flow_id,
+                                              codec.without_nulls(fl.row_of(args)))
+        if "check_apply" in answer:  # core words the refusal
+            found = answer["check_apply"]
+            flow = codec.flow_from(found["flow"])
+            assert flow is not None
+            fl.check_apply(args, flow, fl.Edge(**{c: found["edge"].get(c)
+                                                  for c in fl.EDGE_COLUMNS}))
+            raise InvalidInput(f"edge {args.edge_id}: the call does not match the staged edge")
+        if "check_not_delayed" in answer:
+            child = codec.execution_from(answer["check_not_delayed"])
+            assert child is not None
+            fl.check_not_delayed(child)
+            raise InvalidInput(f"downstream_execution_id: {child.execution_id} is delayed")
+        ok = answer["ok"]
+        if ok == "AlreadyApplied":
+            return ok, ()
+        return fl.EdgeApplied(ok["Applied"]["unsatisfied_count"]), woken
+
+    async def set_edge_group(self, flow_id: str, downstream: str,
+                             spec: fl.GroupSpec) -> Outcome | str:
+        answer, _ = await self._flow_call("ff_flow_set_group", flow_id, {
+            "downstream_execution_id": downstream, "policy": str(spec.policy), "k": spec.k,
+            "on_satisfied": str(spec.on_satisfied)})
+        ok = answer["ok"]
+        if ok == "AlreadySet":
+            return ok
+        return fl.GroupSet(ok["Set"]["downstream_execution_id"])
+
+    async def cancel_flow(self, flow_id: str, reason: str, policy: str) -> fl.CancelHeader:
+        answer, _ = await self._flow_call("ff_flow_cancel", flow_id,
+                                          {"reason": reason, "policy": str(policy)})
+        ok = answer["ok"]
+        return fl.CancelHeader(ok["policy"], codec.listed(ok["members"]),
+                               codec.listed(ok["owed"]), bool(ok["already"]))
+
+    async def cancel_flow_members(self, flow_id: str, ids: list[str], reason: str) -> list[str]:
+        answer, _ = await self._flow_call("ff_flow_cancel_members", flow_id,
+                                          {"ids": list(ids), "reason": reason})
+        return codec.listed(answer["ok"])
+
+    async def owed_flow_cancels(self, now: int, limit: int) -> dict[str, tuple[str, list[str]]]:
+        """Every partition's backlog in one pipeline, earliest first; the reasons in a
+        second."""
+        if limit <= 0:
+            return {}
+        partitions = range(self.env.partitions.flow)
+
+        def due(pipe: Any) -> None:
+            for p in partitions:
+                pipe.zrangebyscore(keys.partition(p, "flow_cancel"), "-inf", now, start=0,
+                                   num=limit, withscores=True)
+
+        found = await self._conn().pipeline(due)
+        entries = sorted((score, member.decode(), p) for p, rows in zip(partitions, found,
+                                                                      strict=True)
+                         for member, score in rows)[:limit]
+        flows: dict[str, int] = {}
+        for _, member, p in entries:
+            flows.setdefault(member.partition("|")[0], p)
+
+        def reasons(pipe: Any) -> None:
+            for flow_id, p in flows.items():
+                pipe.hget(keys.flow(p, flow_id), "cancel_reason")
+
+        stored = dict(zip(flows, await self._conn().pipeline(reasons), strict=True))
+        owed: dict[str, tuple[str, list[str]]] = {}
+        for _, member, _ in entries:
+            flow_id, _, eid = member.partition("|")
+            reason = stored[flow_id].decode() if stored[flow_id] else fl.DEFAULT_CANCEL_REASON
+            owed.setdefault(flow_id, (reason, []))[1].append(eid)
+        return owed
+
+    async def reconcile_dependencies(self, limit: int) -> tuple[int, list[str]]:
+        """The partitions with unsatisfied edges (one pipeline), then one FCALL on each of
+        them (one pipeline): applied edges still unresolved whose upstream ended."""
+        partitions = range(self.env.partitions.flow)
+
+        def count(pipe: Any) -> None:
+            for p in partitions:
+                pipe.scard(keys.partition(p, "flow_open"))
+
+        busy = [p for p, n in zip(partitions, await self._conn().pipeline(count), strict=True)
+                if n]
+        if not busy or limit <= 0:
+            return 0, []
+        args = self._args(limit=limit)
+        answers = await self._conn().fcall_many([("ff_flow_reconcile", [keys.partition(p)], args,
+                                                  []) for p in busy])
+        resolved, woken = 0, []
+        for p, raw in zip(busy, answers, strict=True):
+            if isinstance(raw, BaseException):
+                raise raw
+            answer, lanes = self._flow_answer(p, raw)
+            resolved += int(answer["ok"])
+            woken += lanes
+        return resolved, woken
+
+    async def describe_flow(self, flow_id: str) -> fl.FlowView | None:
+        _, key = self._flow_key(flow_id)
+        found = await self._conn().fcall("ff_flow_describe", key, {}, read_only=True)
+        if found is None:
+            return None
+        head = codec.decode_answer(found[0])
+        flow = codec.flow_from(head["flow"])
+        if flow is None:
+            return None
+        members = [{"execution_id": eid, "public_state": state, "node_key": key}
+                   for eid, state, key in codec.listed(head["members"])]
+        edges = sorted((codec.edge_from(raw) for raw in found[1]), key=lambda e: e.edge_id)
+        groups = sorted((codec.group_from(raw) for raw in found[2]),
+                        key=lambda g: g.downstream_execution_id)
+        return fl.FlowView(flow, members, edges, groups)
+
+    async def list_flows(self, namespace: str | None, cursor: str | None,
+                         limit: int) -> tuple[list[fl.Flow], str | None]:
+        """Every partition's index in one pipeline, merged by flow id; the records in a
+        second."""
+        partitions = range(self.env.partitions.flow)
+        start = b"(" + cursor.encode() if cursor else b"-"
+
+        def page(pipe: Any) -> None:
+            for p in partitions:
+                pipe.zrangebylex(keys.flows(p, namespace), start, b"+", start=0, num=limit + 1)
+
+        found = await self._conn().pipeline(page)
+        ids = sorted((raw.decode(), p) for p, rows in zip(partitions, found, strict=True)
+                     for raw in rows)[:limit + 1]
+
+        def records(pipe: Any) -> None:
+            for flow_id, p in ids:
+                pipe.hgetall(keys.flow(p, flow_id))
+
+        flows = [flow for flow in (codec.flow_from(raw) for raw in
+                                   await self._conn().pipeline(records)) if flow is not None]
+        more = len(flows) > limit
+        flows = flows[:limit]
+        return flows, (flows[-1].flow_id if more and flows else None)
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:

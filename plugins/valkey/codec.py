@@ -8,6 +8,14 @@ from typing import Any
 
 from msgspec import json as _json
 
+from appliance.core.flows import (
+    EDGE_COLUMNS,
+    FLOW_COLUMNS,
+    GROUP_COLUMNS,
+    Edge,
+    EdgeGroup,
+    Flow,
+)
 from appliance.core.record import Execution
 
 _FIELDS = {f.name: f for f in fields(Execution)}
@@ -66,3 +74,33 @@ def encode_args(args: Mapping[str, Any]) -> str:
 
 def decode_answer(raw: bytes | str) -> dict[str, Any]:
     return _json.decode(raw)
+
+
+# -- flows ----------------------------------------------------------------------------------
+
+_FLOW_INTS = {f.name for f in fields(Flow) if str(f.type).startswith("int")}
+
+
+def flow_from(stored: Mapping[Any, Any]) -> Flow | None:
+    """A ``Flow`` from its record (HGETALL, or the JSON object the library answers)."""
+    values: dict[str, Any] = {}
+    for raw_key, raw_value in stored.items():
+        name = _text(raw_key)
+        if name in FLOW_COLUMNS and raw_value is not None:
+            values[name] = int(raw_value) if name in _FLOW_INTS else _text(raw_value)
+    return Flow(**values) if values else None
+
+
+def edge_from(raw: bytes | str) -> Edge:
+    doc = _json.decode(raw)
+    return Edge(**{c: doc.get(c) for c in EDGE_COLUMNS})
+
+
+def group_from(raw: bytes | str) -> EdgeGroup:
+    doc = _json.decode(raw)
+    return EdgeGroup(**{c: doc[c] for c in GROUP_COLUMNS if c in doc})
+
+
+def listed(value: Any) -> list[Any]:
+    """A list the library answered (an empty one reads as ``{}`` in its JSON)."""
+    return list(value) if isinstance(value, list) else []

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
+from appliance.backend.sql.flows import CANCEL_GRACE_MS, RESOLVE_MAX_STEPS
+from appliance.core import flows
 from appliance.core.errors import KINDS
 from appliance.core.limits import DURATION_MAX_MS, U32_MAX
 from appliance.core.operations import OPERATIONS
@@ -40,8 +42,8 @@ def lua(value: Any) -> str:
     raise TypeError(f"no Lua literal for {value!r}")
 
 
-def int_fields() -> list[str]:
-    return [f.name for f in fields(Execution) if str(f.type).startswith("int")]
+def int_fields(record: type = Execution) -> list[str]:
+    return [f.name for f in fields(record) if str(f.type).startswith("int")]
 
 
 def prelude() -> str:
@@ -67,6 +69,12 @@ def prelude() -> str:
                       "only_field": s.only[0] if s.only else "",
                       "only_value": s.only[1] if s.only else ""} for s in SCANNERS],
         "OPERATIONS": [[op.name, op.lua] for op in OPERATIONS.values()],
+        "FLOW_INT_FIELDS": {name: True for name in int_fields(flows.Flow)},
+        "FLOWS": {"cancel_grace_ms": CANCEL_GRACE_MS, "resolve_max_steps": RESOLVE_MAX_STEPS,
+                  "flow_cancel": flows.FLOW_CANCEL,
+                  "cancel_answer_max": flows.CANCEL_ANSWER_MAX,
+                  "sibling_satisfied": flows.SIBLING_SATISFIED,
+                  "sibling_impossible": flows.SIBLING_IMPOSSIBLE},
     }
     lines = [HEADER] + [f"local {name} = {lua(value)}" for name, value in tables.items()]
     return "\n".join(lines) + "\n"

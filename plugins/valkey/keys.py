@@ -23,3 +23,15 @@ def partition(index: int, name: str = "all") -> str:
 def lane_hint(lane: str) -> str:
     """Partitions that have held work of ``lane`` (besides its solo partition)."""
     return "ff:hint:" + lane
+
+
+def flow(index: int, flow_id: str) -> str:
+    """A flow's record; its other keys (lua/00_library.lua) extend this one."""
+    return f"ff:f:{{fp:{index}}}:{flow_id}"
+
+
+def flows(index: int, namespace: str | None = None) -> str:
+    """The flows of partition ``index`` (of one namespace), lex-ordered by id."""
+    if namespace is None:
+        return partition(index, "flows")
+    return partition(index, f"flows:{len(namespace.encode())}:{namespace}")

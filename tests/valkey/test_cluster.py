@@ -79,3 +79,41 @@ async def test_listing_a_partition(ff):
         await ff.create(execution_id=eid)
     reply = await ff.call("GET", "/v1/executions", query={"partition": 5, "limit": 2})
     assert reply.body == {"executions": ids[:2], "next_cursor": ids[1]}
+
+
+async def test_flows_on_every_node(ff, cluster):
+    """DAGs whose partitions live on different nodes: submitted, released with their data
+    passed on, listed together, cancelled (backlog and reconcilers included)."""
+    flows = {}
+    while len({p % 3 for p in flows.values()}) < 3 or len(flows) < 6:
+        reply = await ff.call("POST", "/v1/flows", {
+            "nodes": [{"key": "a", "lane_id": "a"}, {"key": "b", "lane_id": "b"},
+                      {"key": "c", "lane_id": "c"}],
+            "edges": [{"from": "a", "to": "b", "data_passing_ref": "result"},
+                      {"from": "a", "to": "c"}]})
+        assert reply.status == 201, reply
+        created = reply.body["Created"]
+        flows[created["flow_id"]] = int(created["executions"]["a"][4:].split("}")[0])
+    assert await ff.claim(lane="b") is None
+    while (task := await ff.claim(lane="a")) is not None:
+        assert (await ff.worker_op("complete", task, result=[9])).status == 200
+    passed = 0
+    while (task := await ff.claim(lane="b")) is not None:
+        assert task["input_payload"] == [9]
+        passed += 1
+    assert passed == len(flows)
+    listed = await ff.call("GET", "/v1/flows", query={"limit": "1000"})
+    assert sorted(f["flow_id"] for f in listed.body["flows"]) == sorted(flows)
+    for flow_id in flows:
+        reply = await ff.call("POST", f"/v1/flows/{flow_id}/cancel",
+                              {"flow_id": flow_id, "cancellation_policy": "cancel_pending"})
+        assert reply.status in (200, 202), reply
+    await ff.service.background.wait_idle()
+    ff.clock.advance(10_000)
+    await ff.tick("flow_cancel_reconciler")
+    await ff.tick("dependency_reconciler")
+    for flow_id in flows:
+        flow = (await ff.call("GET", f"/v1/flows/{flow_id}")).body
+        assert flow["state"] == "cancelled"
+        assert {k: v for k, v in flow["counts"].items() if v} == {
+            "completed": 1, "active": 1, "cancelled": 1}

@@ -18,7 +18,7 @@ from appliance.core.operations import OPERATIONS
 LUA = {name: text for name, text in library_files()}
 SOURCE = "\n".join(LUA.values())
 GENERATED = ("INT_FIELDS", "TERMINAL_PUBLIC", "RUNNABLE_PUBLIC", "RECLAIMABLE", "ERROR_KINDS",
-             "DEFAULTS", "LIMITS", "SCANNERS", "OPERATIONS")
+             "DEFAULTS", "LIMITS", "SCANNERS", "OPERATIONS", "FLOW_INT_FIELDS", "FLOWS")
 
 
 @pytest.mark.parametrize("name", GENERATED)

@@ -382,10 +382,10 @@ def _resolve_one(upstream: Execution, edge: f.Edge,
 
 def _cancel_siblings(downstream: str, reason: str,
                      work: deque[tuple[Execution, list[f.Edge] | None]], ctx: Ctx) -> Op:
-    rows = yield all_("SELECT e.* FROM ff_exec e JOIN ff_edge d ON d.upstream_execution_id = "
-                      "e.execution_id WHERE d.downstream_execution_id = ? AND d.state <> "
-                      "'staged' AND e.lifecycle_phase <> 'terminal' ORDER BY e.execution_id"
-                      "{lock}", downstream)
+    rows = yield all_("SELECT * FROM ff_exec WHERE execution_id IN (SELECT "
+                      "upstream_execution_id FROM ff_edge WHERE downstream_execution_id = ? AND "
+                      "state <> 'staged') AND lifecycle_phase <> 'terminal' ORDER BY "
+                      "execution_id{lock}", downstream)
     for row in rows:
         sibling = Execution.from_row(row)
         before = sibling.snapshot()
