@@ -68,20 +68,11 @@ class Flows:
             chunk = ids[start:start + CANCEL_CHUNK]
             try:
                 failed += await self.backend.cancel_flow_members(flow_id, chunk, reason)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the backlog keeps what failed
                 log.warning("cancelling members of flow %s: %s; the cancel reconciler "
                             "finishes them", flow_id, exc)
                 failed += chunk
         return failed
-
-    async def reconcile_cancels(self, now: int, limit: int) -> int:
-        """The cancel reconciler: cancels a flow cancel still owes past their grace."""
-        owed = await self.backend.owed_flow_cancels(now, limit)
-        done = 0
-        for flow_id, (reason, ids) in owed.items():
-            failed = await self.dispatch(flow_id, ids, reason)
-            done += len(ids) - len(failed)
-        return done
 
     async def describe(self, flow_id: str) -> f.FlowView:
         view = await self.backend.describe_flow(flow_id)

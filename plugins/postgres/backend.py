@@ -64,6 +64,10 @@ class PostgresBackend(SqlBackend):
                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         self.url = url
         self.pool_size = pool_size
+        #: Transactions in flight, at most one per pooled connection: a burst of requests
+        #: waits its turn here (no deadline) instead of timing out on the pool, whose
+        #: timeout then only means the server is not giving connections.
+        self._slots = trio.Semaphore(pool_size)
         self.store_connections = pool_size + 4  # the pool, LISTEN, probes
         self.connect_timeout_s = connect_timeout_s
         self.where = _where(url)
@@ -186,15 +190,16 @@ class PostgresBackend(SqlBackend):
         """One transaction, retried while the server says it rolled back (or never began).
 
         Only the transaction itself, first statement to COMMIT, outlasts a cancellation
-        (see ``_outcome``). Waiting for a connection or for a retry can be cancelled, and
-        ends at once when the circuit opens.
+        (see ``_outcome``). Waiting for a slot, a connection or a retry can be cancelled,
+        and ends at once when the circuit opens.
         """
         recheck = False
         with self.circuit.failing_fast():
             for attempt in range(1, MAX_TRIES + 1):
                 try:
                     with self._store_errors():
-                        return await self._attempt(factory, recheck)
+                        async with self._slots:
+                            return await self._attempt(factory, recheck)
                 except _Retry as retry:
                     if attempt == MAX_TRIES:
                         raise StoreUnavailable(

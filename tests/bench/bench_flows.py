@@ -6,7 +6,8 @@
 1. ``chains``: ``--chains`` chains of ``--steps`` steps, each one ``POST /v1/flows`` with
    its nodes and edges, all submitted at once; ``--workers`` workers claim one task at a
    time (long-poll) and complete it. Chains per second, from the first submit to the
-   last step's completion.
+   last step's completion. Run again with workers claiming up to ``--batch`` tasks and
+   completing them in one batch call.
 2. ``chain latency``: one chain alone, one worker: submit → last step completed, p50/p99
    over ``--rounds`` chains.
 3. ``cancel``: ``POST /v1/flows/{id}/cancel?wait=true`` of a 100-member flow, p50/p99 over
@@ -29,7 +30,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from appliance.bench.target import started  # noqa: E402
+from appliance.bench.target import started
 
 
 def chain_body(lane: str, steps: int) -> dict[str, Any]:
@@ -44,33 +45,43 @@ async def submit(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> d
     return reply.json()["Created"]
 
 
-async def work(client: httpx.AsyncClient, url: str, lane: str, worker: str) -> bool:
-    """Claim one task of ``lane`` (waiting up to 1 s) and complete it; False if none."""
-    reply = await client.post(f"{url}/v1/workers/{worker}/claim-task", json={
-        "lane_id": lane, "worker_instance_id": f"{worker}-1", "wait_ms": 1000})
+async def work(client: httpx.AsyncClient, url: str, lane: str, worker: str,
+               batch: int = 1) -> int:
+    """Claim up to ``batch`` tasks of ``lane`` (waiting up to 1 s) and complete them (one
+    batch call when several); how many."""
+    body = {"lane_id": lane, "worker_instance_id": f"{worker}-1", "wait_ms": 1000}
+    if batch > 1:
+        body["max_tasks"] = batch
+    reply = await client.post(f"{url}/v1/workers/{worker}/claim-task", json=body)
     if reply.status_code == 204:
-        return False
+        return 0
     assert reply.status_code == 200, reply.text
-    task = reply.json()
-    eid = task["execution_id"].replace("{", "%7B").replace("}", "%7D")
-    done = await client.post(f"{url}/v1/executions/{eid}/complete",
-                             json={"handle": task["handle"]})
-    assert done.status_code == 200, done.text
-    return True
+    if batch == 1:
+        task = reply.json()
+        eid = task["execution_id"].replace("{", "%7B").replace("}", "%7D")
+        done = await client.post(f"{url}/v1/executions/{eid}/complete",
+                                 json={"handle": task["handle"]})
+        assert done.status_code == 200, done.text
+        return 1
+    tasks = reply.json()["tasks"]
+    done = await client.post(f"{url}/v1/workers/{worker}/complete", json={"items": [
+        {"execution_id": t["execution_id"], "handle": t["handle"]} for t in tasks]})
+    assert done.status_code == 200 and all("Completed" in o for o in done.json()["outcomes"])
+    return len(tasks)
 
 
 async def chains(client: httpx.AsyncClient, url: str, n: int, steps: int,
-                 workers: int) -> dict[str, Any]:
+                 workers: int, batch: int) -> dict[str, Any]:
     total, done = n * steps, 0
     finished = trio.Event()
 
     async def worker(i: int) -> None:
         nonlocal done
         while not finished.is_set():
-            if await work(client, url, "chains", f"w{i}"):
-                done += 1
-                if done == total:
-                    finished.set()
+            got = await work(client, url, f"chains{batch}", f"w{i}", batch)
+            done += got  # not `done += await …`: that reads done before the await
+            if done == total:
+                finished.set()
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -78,11 +89,12 @@ async def chains(client: httpx.AsyncClient, url: str, n: int, steps: int,
             nursery.start_soon(worker, i)
         async with trio.open_nursery() as submitters:
             for _ in range(n):
-                submitters.start_soon(submit, client, url, chain_body("chains", steps))
+                submitters.start_soon(submit, client, url, chain_body(f"chains{batch}", steps))
         await finished.wait()
         nursery.cancel_scope.cancel()
     wall = time.perf_counter() - start
-    return {"chains": n, "steps": steps, "workers": workers, "wall_s": round(wall, 3),
+    return {"chains": n, "steps": steps, "workers": workers, "batch": batch,
+            "wall_s": round(wall, 3),
             "chains_per_s": round(n / wall, 1), "steps_per_s": round(total / wall, 1)}
 
 
@@ -123,9 +135,12 @@ async def cancel_latency(client: httpx.AsyncClient, url: str, members: int,
 
 
 async def bench_one(url: str, args: argparse.Namespace) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=args.workers + args.chains + 8)
+    # Idle connections are dropped before the appliance closes them (its keep-alive is 5 s).
+    limits = httpx.Limits(max_connections=args.workers + args.chains + 8, keepalive_expiry=2)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        return {"chains": await chains(client, url, args.chains, args.steps, args.workers),
+        return {"chains": await chains(client, url, args.chains, args.steps, args.workers, 1),
+                "chains_batch": await chains(client, url, args.chains, args.steps,
+                                             args.workers, args.batch),
                 "chain_latency": await chain_latency(client, url, args.steps, args.rounds),
                 "cancel_100": await cancel_latency(client, url, 100, args.rounds)}
 
@@ -137,6 +152,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=16,
+                        help="tasks per claim in the batch run of the chains scenario")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     backends = ["sqlite", "valkey", "postgres"] if args.backend == "all" else [args.backend]
@@ -146,7 +163,8 @@ def main() -> int:
             results[backend] = trio.run(bench_one, target.url, args)
         r = results[backend]
         print(f"{backend:9} {r['chains']['chains_per_s']:7.1f} chains/s "
-              f"({r['chains']['steps_per_s']:.0f} steps/s) | one chain of {args.steps}: "
+              f"({r['chains']['steps_per_s']:.0f} steps/s); batch workers "
+              f"{r['chains_batch']['chains_per_s']:.1f} | one chain of {args.steps}: "
               f"p50 {r['chain_latency']['p50_ms']} ms p99 {r['chain_latency']['p99_ms']} ms "
               f"| cancel 100 ?wait=true: p50 {r['cancel_100']['p50_ms']} ms "
               f"p99 {r['cancel_100']['p99_ms']} ms", flush=True)

@@ -30,7 +30,7 @@ def run_against_fresh_appliance(launch, tmp_path, script: str) -> str:
     if not port_is_free("127.0.0.1", 9090):
         pytest.skip("127.0.0.1:9090 is in use on this machine")
     app = launch(["serve", "--listen", "127.0.0.1:9090"])
-    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+    run = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, check=False,
                          capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\nappliance log:\n{app.log}"
     return run.stdout

@@ -227,6 +227,7 @@ def sleeping_queries(url: str) -> int:
 
 
 async def test_a_pool_busy_for_longer_than_the_wait_does_not_open_the_circuit(pg_url):
+    """/healthz says busy at once; a request queues for the connection and is served."""
     async with appliance(pg_url, FF_POSTGRES_POOL_SIZE="1") as ff:
         eid = await ff.create()
         circuit = ff.backend.circuit
@@ -241,8 +242,9 @@ async def test_a_pool_busy_for_longer_than_the_wait_does_not_open_the_circuit(pg
             healthz, took_healthz = await timed(ff, "GET", "/healthz")
             busy, took_busy = await timed(ff, "GET", f"/v1/executions/{eid_path(eid)}")
         assert_retryable(healthz)
-        assert_retryable(busy)
-        assert "in use" in busy.body["error"], busy
+        # A request waits its turn for a connection (requests in flight are bounded by the
+        # pool): busy is not an outage.
+        assert busy.status == 200, busy
         assert took_healthz < HEALTHZ_S
         # the suspicion probe found the server fine
         await until(lambda: circuit.probes_answered > answered_before)

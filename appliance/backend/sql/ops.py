@@ -112,7 +112,7 @@ class FlowMoves:
     """Flow members a transaction ended, or brought back from an end (a replay): their
     edges are resolved (``flows.resolve``) once the transaction's own writes are out."""
 
-    __slots__ = ("ended", "back")
+    __slots__ = ("back", "ended")
 
     def __init__(self) -> None:
         self.ended: list[Execution] = []
