@@ -26,7 +26,7 @@ from .state import (
     PublicState,
     TerminalOutcome,
 )
-from .transitions import _clear_lease, _terminal, set_state
+from .transitions import _clear_lease, _terminal, create, set_state
 
 #: Most nodes in one flow submission.
 DAG_MAX_NODES = 10_000
@@ -458,6 +458,20 @@ class FlowView:
     members: list[dict[str, Any]]
     edges: list[Edge]
     groups: list[EdgeGroup]
+
+
+def dag_records(sub: FlowSubmission, ctx: Ctx) -> tuple[dict[str, Execution], dict[str, int]]:
+    """A one-call DAG's executions by node key, as every store writes them (members of the
+    flow, held when they have inbound edges), and each node's inbound edge count."""
+    made = {key: create(args, ctx) for key, args in sub.nodes}
+    inbound: dict[str, int] = {}
+    for e in sub.edges:
+        inbound[e.downstream] = inbound.get(e.downstream, 0) + 1
+    for key, ex in made.items():
+        ex.flow_id = sub.flow_id
+        if inbound.get(key):
+            gate(ex, ctx, inbound[key])
+    return made, inbound
 
 
 def dag_order(keys: list[str], edges: tuple[DagEdge, ...]) -> list[str] | None:

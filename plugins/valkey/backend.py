@@ -353,7 +353,7 @@ class ValkeyBackend(BackendBase):
 
     async def create_flow(self, sub: fl.FlowSubmission) -> tuple[Outcome, tuple[str, ...]]:
         """The flow, and with nodes the whole DAG, in one FCALL, all or nothing. The records
-        are made here as the SQL stores make them (``rules.create``, gated when they have
+        are made here as the SQL stores make them (``flows.dag_records``: gated when they have
         inbound edges), ids minted here; the library refuses ids already taken."""
         now = self.env.clock.now_ms()
         ctx = Ctx(now=now, retention_ms=self.env.retention_ms)
@@ -367,14 +367,7 @@ class ValkeyBackend(BackendBase):
             if "Created" in answer["ok"]:
                 return fl.FlowCreated(sub.flow_id), ()
             return fl.FlowAlreadySatisfied(sub.flow_id), ()
-        made = {key: rules.create(a, ctx) for key, a in sub.nodes}
-        inbound: dict[str, int] = {}
-        for e in sub.edges:
-            inbound[e.downstream] = inbound.get(e.downstream, 0) + 1
-        for key, ex in made.items():
-            ex.flow_id = sub.flow_id
-            if inbound.get(key):
-                fl.gate(ex, ctx, inbound[key])
+        made, inbound = fl.dag_records(sub, ctx)
         # Edges travel compact (up to 100,000 of them): [upstream node, downstream node (their
         # places in nodes, from 1), edge id, dependency_kind(, data_passing_ref)]; the library
         # writes each as the Edge the SQL stores insert (applied: unsatisfied).

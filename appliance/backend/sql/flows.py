@@ -117,14 +117,7 @@ def create_flow(sub: f.FlowSubmission, ctx: Ctx) -> Op:
                 f"({', '.join('?' * len(f.FLOW_COLUMNS))})", *f.row_of(flow).values())
     if not sub.nodes:
         return f.FlowCreated(sub.flow_id), ()
-    made = {key: rules.create(args, ctx) for key, args in sub.nodes}
-    inbound: dict[str, int] = {}
-    for e in sub.edges:
-        inbound[e.downstream] = inbound.get(e.downstream, 0) + 1
-    for key, ex in made.items():
-        ex.flow_id = sub.flow_id
-        if inbound.get(key):
-            f.gate(ex, ctx, inbound[key])
+    made, inbound = f.dag_records(sub, ctx)
     ids = [ex.execution_id for ex in made.values()]
     taken = yield all_(f"SELECT execution_id FROM ff_exec WHERE execution_id IN "
                        f"({', '.join('?' * len(ids))})", *ids) if ids else []
