@@ -256,12 +256,19 @@ async def s3(target: Target, *, rate: float = 200.0, duration_s: float = 20.0,
     tally = Tally(total, Progress(total, f"S3 {rate:g}/s on {target.backend}"))
 
     async def producer() -> None:
-        conns = [await client.connect() for _ in range(4)]
+        idle = [await client.connect() for _ in range(4)]
+
+        async def send() -> None:
+            # A connection carries one request at a time: a slow answer takes a new one.
+            conn = idle.pop() if idle else await client.connect()
+            await _create(conn, tally, 1, payload, False)
+            idle.append(conn)
+
         start = trio.current_time()
         async with trio.open_nursery() as sends:
             for i in range(total):
                 await trio.sleep_until(start + i / rate)
-                sends.start_soon(_create, conns[i % 4], tally, 1, payload, False)
+                sends.start_soon(send)
 
     async def worker(i: int) -> None:
         conn = await client.connect()
