@@ -27,6 +27,26 @@ def lifecycle(url: str) -> None:
                          json={"handle": task["handle"], "result_b64": "b2s="})
         assert done.status_code == 200, done.text
         assert http.get(f"/v1/executions/{quote(eid, safe='')}/result").content == b"ok"
+        flow(http)
+
+
+def flow(http: httpx.Client) -> None:
+    """A two-step flow: the second is released by the first's completion, with its result
+    as input (the flow migrations and Lua are in the binary)."""
+    reply = http.post("/v1/flows", json={
+        "nodes": [{"key": "a", "lane_id": "fa"}, {"key": "b", "lane_id": "fb"}],
+        "edges": [{"from": "a", "to": "b", "data_passing_ref": "result"}]})
+    assert reply.status_code == 201, reply.text
+    flow_id = reply.json()["Created"]["flow_id"]
+    for lane, result in (("fa", "cGFzc2Vk"), ("fb", None)):
+        task = http.post("/v1/workers/w/claim-task",
+                         json={"lane_id": lane, "worker_instance_id": "w-1"}).json()
+        if result is None:
+            assert task["input_payload_b64"] == "cGFzc2Vk"
+        done = http.post(f"/v1/executions/{quote(task['execution_id'], safe='')}/complete",
+                         json={"handle": task["handle"], "result_b64": result or ""})
+        assert done.status_code == 200, done.text
+    assert http.get(f"/v1/flows/{flow_id}").json()["state"] == "completed"
 
 
 def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
