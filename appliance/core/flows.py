@@ -390,6 +390,8 @@ class FlowSubmission:
     nodes: tuple[tuple[str, Any], ...] = ()
     edges: tuple[DagEdge, ...] = ()
     groups: tuple[tuple[str, GroupSpec], ...] = ()
+    #: A one-call DAG (``nodes`` given, even empty): answered with its executions map.
+    dag: bool = False
 
 
 @dataclass(frozen=True, slots=True)

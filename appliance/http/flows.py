@@ -189,7 +189,7 @@ def submission(body: FlowBody, partitions: int) -> f.FlowSubmission:
     if cycle is not None:
         raise CycleInDag.through(cycle)
     return f.FlowSubmission(flow_id, partition, body.flow_kind, body.namespace, tuple(nodes),
-                            tuple(edges), tuple(groups))
+                            tuple(edges), tuple(groups), dag=True)
 
 
 def _member_id(raw: Any, field: str, flow_id: str, partitions: int) -> str:
@@ -256,15 +256,7 @@ def routes(service: Service, r: Routes) -> Blueprint:
 
     @r.route(bp, "/v1/flows", ["POST"], r.BATCH)
     async def create_flow() -> Response:
-        body = await r.body(FlowBody)
-        outcome = await flows.create(submission(body, partitions))
-        if body.nodes is not None and isinstance(outcome, f.FlowCreated):
-            outcome = f.DagCreated(outcome.flow_id, {}, 0)  # "nodes": [] is still a DAG
-        elif body.nodes is not None and isinstance(outcome, f.FlowAlreadySatisfied):
-            view = await flows.describe(outcome.flow_id)
-            outcome = f.DagAlreadySatisfied(outcome.flow_id, {
-                m["node_key"]: m["execution_id"] for m in view.members if m.get("node_key")
-            }, view.flow.graph_revision)
+        outcome = await flows.create(submission(await r.body(FlowBody), partitions))
         created = isinstance(outcome, (f.FlowCreated, f.DagCreated))
         return _answer(outcome, 201 if created else 200)
 
@@ -283,8 +275,6 @@ def routes(service: Service, r: Routes) -> Blueprint:
         up = _member_id(body.upstream_execution_id, "upstream_execution_id", fid, partitions)
         down = _member_id(body.downstream_execution_id, "downstream_execution_id", fid,
                           partitions)
-        if up == down:
-            raise SelfReferencingEdge.of(execution_id=up)
         outcome = await flows.stage_edge(f.StageArgs(
             fid, parse_uuid(body.edge_id, "edge_id"), up, down, body.dependency_kind,
             body.data_passing_ref, body.expected_graph_revision))

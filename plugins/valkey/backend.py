@@ -362,7 +362,7 @@ class ValkeyBackend(BackendBase):
                        node_count=len(sub.nodes), edge_count=len(sub.edges), created_at=now,
                        last_mutation_at=now)
         args: dict[str, Any] = {"now": now, "flow": codec.without_nulls(fl.row_of(flow))}
-        if not sub.nodes:
+        if not sub.dag:
             answer, _ = await self._flow_call("ff_flow_create", sub.flow_id, args)
             if "Created" in answer["ok"]:
                 return fl.FlowCreated(sub.flow_id), ()

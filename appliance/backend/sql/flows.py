@@ -103,7 +103,7 @@ def create_flow(sub: f.FlowSubmission, ctx: Ctx) -> Op:
     """A flow, and with nodes the whole DAG, all or nothing: ``(answer, woken lanes)``."""
     existing = yield from load_flow(sub.flow_id)
     if existing is not None:
-        if not sub.nodes:
+        if not sub.dag:
             return f.FlowAlreadySatisfied(sub.flow_id), ()
         rows = yield all_("SELECT node_key, execution_id FROM ff_flow_node WHERE flow_id = ?",
                           sub.flow_id)
@@ -115,12 +115,12 @@ def create_flow(sub: f.FlowSubmission, ctx: Ctx) -> Op:
                   edge_count=len(sub.edges), created_at=ctx.now, last_mutation_at=ctx.now)
     yield later(f"INSERT INTO ff_flow ({', '.join(f.FLOW_COLUMNS)}) VALUES "
                 f"({', '.join('?' * len(f.FLOW_COLUMNS))})", *f.row_of(flow).values())
-    if not sub.nodes:
+    if not sub.dag:
         return f.FlowCreated(sub.flow_id), ()
     made, inbound = f.dag_records(sub, ctx)
     ids = [ex.execution_id for ex in made.values()]
-    taken = yield all_(f"SELECT execution_id FROM ff_exec WHERE execution_id IN "
-                       f"({', '.join('?' * len(ids))})", *ids) if ids else []
+    taken = (yield all_(f"SELECT execution_id FROM ff_exec WHERE execution_id IN "
+                        f"({', '.join('?' * len(ids))})", *ids)) if ids else []
     if taken:
         raise InvalidInput(f"nodes: execution {taken[0]['execution_id']} already exists; "
                            f"leave execution_id out to have one minted")
