@@ -9,14 +9,15 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from appliance.core.clock import Clock, SystemClock
-from appliance.core.errors import StartupError
+from appliance.core.errors import InvalidInput, StartupError
 from appliance.core.partitions import PartitionConfig
 from appliance.core.scanners import PERIODIC
 from appliance.core.settings import Setting
+from appliance.core.tokens import DEFAULT_KID, GRACE_MAX_MS, check_kid, check_secret_hex
 
 #: Every setting the appliance itself reads, in the order the README lists them. A backend
 #: plugin declares its own (``flowfabric_settings``), e.g. the sqlite plugin FF_SQLITE_PATH.
@@ -34,6 +35,12 @@ SETTINGS = (
     Setting("FF_BUDGET_PARTITIONS", "32", "budget partitions (fixed per store)"),
     Setting("FF_QUOTA_PARTITIONS", "32", "quota partitions (fixed per store)"),
     *(scanner.declaration for scanner in PERIODIC.values()),
+    Setting("FF_WAITPOINT_HMAC_SECRET", None,
+            "hex secret (≥ 32 hex chars) that signs waitpoint tokens; unset: one is generated "
+            "on first start and kept in the store"),
+    Setting("FF_WAITPOINT_HMAC_KID", "k1", "key id the configured secret is installed under"),
+    Setting("FF_WAITPOINT_HMAC_GRACE_MS", "86400000",
+            "how long tokens of the previous key stay valid after a rotation"),
     Setting("FF_TERMINAL_RETENTION_MS", "86400000",
             "how long terminal executions are kept (policy stream_policy.retention_ttl_ms "
             "overrides per execution)"),
@@ -89,6 +96,10 @@ class Config:
     processes: int = 1
     shutdown_grace_s: float = 15.0
     log_level: str = "info"
+    #: Waitpoint token signing (None: generated on first start, kept in the store).
+    hmac_secret: str | None = None
+    hmac_kid: str = "k1"
+    hmac_grace_ms: int = 86_400_000
     #: Raw values of every FF_* variable and ``--set`` flag, for plugins.
     options: dict[str, str] = field(default_factory=dict)
     clock: Clock = field(default_factory=SystemClock)
@@ -153,6 +164,12 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
                               3_600_000) / 1000,
         log_level=_choice("FF_LOG_LEVEL", get("FF_LOG_LEVEL"),
                           ("debug", "info", "warning", "error")),
+        hmac_secret=_hmac("FF_WAITPOINT_HMAC_SECRET", raw.get("FF_WAITPOINT_HMAC_SECRET"),
+                          check_secret_hex),
+        hmac_kid=_hmac("FF_WAITPOINT_HMAC_KID", get("FF_WAITPOINT_HMAC_KID"), check_kid)
+        or DEFAULT_KID,
+        hmac_grace_ms=_int("FF_WAITPOINT_HMAC_GRACE_MS", get("FF_WAITPOINT_HMAC_GRACE_MS"), 0,
+                           GRACE_MAX_MS),
         options=raw,
         clock=clock or SystemClock(),
     )
@@ -215,6 +232,15 @@ def _int(name: str, value: str | None, lo: int, hi: int) -> int:
     if not lo <= number <= hi:
         raise _bad(name, value, f"must be an integer in {lo}..{hi}")
     return number
+
+
+def _hmac(name: str, value: str | None, check: Callable[[str, str], str]) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        return check(value, name)
+    except InvalidInput as exc:
+        raise StartupError(str(exc)) from None
 
 
 def _bool(name: str, value: str | None) -> bool:

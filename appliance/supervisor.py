@@ -103,6 +103,8 @@ async def _supervise(config: Config, backend: Backend, sock: Any, handle_signals
             await root.start(_watch_signals, running, root.cancel_scope)
         root.start_soon(watch_parent, stop)  # a child of ``--processes``
         await root.start(backend.serve, service.work.notify)
+        if "suspend" in backend.capabilities():
+            await service.suspensions.start()
         scanners = trio.CancelScope()
         root.start_soon(_in_scope, scanners, engine.serve)
         async with trio.open_nursery() as background:

@@ -20,7 +20,7 @@ import trio
 
 from appliance.core.clock import Clock, SystemClock
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
-from appliance.core.errors import Unavailable
+from appliance.core.errors import FlowFabricError, Unavailable
 from appliance.core.flows import (
     ApplyEdgeArgs,
     CancelHeader,
@@ -30,15 +30,26 @@ from appliance.core.flows import (
     GroupSpec,
     StageArgs,
 )
+from appliance.core.handle import Fence
 from appliance.core.operations import OPERATIONS, Applied, Mutation, Operation
 from appliance.core.outcomes import Outcome
 from appliance.core.partitions import PartitionConfig
 from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
+from appliance.core.suspension import (
+    Signal,
+    SignalAnswer,
+    SignalArgs,
+    SuspendArgs,
+    SuspendResult,
+    Waitpoint,
+    WaitpointArgs,
+)
+from appliance.core.tokens import Keystore, Rotation
 
 #: The operations that are not rule-shaped, as ``capabilities()`` names them.
 BASIC = ("create", "claim", "get_execution", "get_result", "list_executions", "due",
-         "create_flow")
+         "create_flow", "suspend")
 
 
 @dataclass(slots=True)
@@ -191,6 +202,52 @@ class BackendBase:
     async def list_flows(self, namespace: str | None, cursor: str | None,
                          limit: int) -> tuple[list[Flow], str | None]:
         raise Unavailable("list_flows", self.name)
+
+
+    # -- suspension and signals (spec/suspension.md): each call one atomic step ------------
+    async def seed_waitpoint_keys(self, kid: str, secret_hex: str | None) -> tuple[str, Keystore]:
+        """At boot: install the signing key if the store has none (``tokens.seed``); the
+        status (``differs`` if any keystore holds another) and the keystore read."""
+        raise Unavailable("seed_waitpoint_keys", self.name)
+
+    async def waitpoint_keys(self, execution_id: str) -> Keystore:
+        """The keystore that verifies the waitpoints of ``execution_id``."""
+        raise Unavailable("waitpoint_keys", self.name)
+
+    async def rotate_waitpoint_secret(self, kid: str, secret_hex: str, grace_ms: int
+                                      ) -> list[tuple[int, Rotation | FlowFabricError]]:
+        """Rotate every keystore (one per partition on a store that keeps replicas): one
+        result per keystore, by partition."""
+        raise Unavailable("rotate_waitpoint_secret", self.name)
+
+    async def create_waitpoint(self, execution_id: str, args: WaitpointArgs) -> Waitpoint:
+        raise Unavailable("create_waitpoint", self.name)
+
+    async def suspend(self, execution_id: str, args: SuspendArgs) -> SuspendResult:
+        raise Unavailable("suspend", self.name)
+
+    async def wait_children(self, execution_id: str, fence: Fence) -> Outcome:
+        raise Unavailable("wait_children", self.name)
+
+    async def deliver_signal(self, execution_id: str,
+                             args: SignalArgs) -> tuple[SignalAnswer, tuple[str, ...]]:
+        raise Unavailable("deliver_signal", self.name)
+
+    async def list_waitpoints(self, execution_id: str
+                              ) -> tuple[Execution, list[Waitpoint]] | None:
+        """The execution and its open waitpoints by id (None: no such execution)."""
+        raise Unavailable("list_waitpoints", self.name)
+
+    async def get_waitpoint(self, execution_id: str, waitpoint_id: str) -> Waitpoint | None:
+        raise Unavailable("get_waitpoint", self.name)
+
+    async def resume_signals(self, execution_id: str) -> list[Signal]:
+        """The signals that resumed the current attempt, with their payloads."""
+        raise Unavailable("resume_signals", self.name)
+
+    async def expire_pending_waitpoints(self, now: int, limit: int) -> int:
+        """Close pending waitpoints whose ``expires_at`` passed (``never_committed``)."""
+        raise Unavailable("expire_pending_waitpoints", self.name)
 
 
 #: Type alias used in signatures: anything shaped like BackendBase.

@@ -43,7 +43,15 @@ class DeleteExecution:
     """Remove the execution and everything stored with it."""
 
 
-Write = NewAttempt | UpdateAttempt | StoreResult | DeleteExecution
+@dataclass(frozen=True, slots=True)
+class CloseWaitpoints:
+    """Close the execution's open waitpoints (``ids``: only these; None: every one)."""
+
+    ids: tuple[str, ...] | None
+    reason: str
+
+
+Write = NewAttempt | UpdateAttempt | StoreResult | DeleteExecution | CloseWaitpoints
 
 
 @dataclass(slots=True)

@@ -130,6 +130,42 @@ class CycleInDag(InvalidInput):
         return cls.of(nodes=nodes, shown=shown)
 
 
+# -- waitpoint tokens (spec/suspension.md § Tokens): distinct kinds, never the token --------
+
+class MissingToken(InvalidInput):
+    kind = "missing_token"
+    template = ("waitpoint_token: is required: pass the token the worker received when it "
+                "created the waitpoint or suspended")
+
+
+class InvalidToken(InvalidInput):
+    kind = "invalid_token"
+    template = ("waitpoint_token: is not a valid token for this waitpoint of this execution "
+                "(the token is '<kid>:<64 hex>', exactly as minted)")
+
+
+class UnknownKid(InvalidInput):
+    kind = "unknown_kid"
+    template = ("waitpoint_token: signed with key {kid!r}, which this store does not know (the "
+                "token is forged, or its key was retired long ago)")
+
+
+class TokenExpired(FlowFabricError):
+    status = 403
+    kind = "token_expired"
+    template = ("waitpoint_token: signed with key {kid!r}, whose grace period after a rotation "
+                "has ended; ask for a new token")
+
+
+class LaneMismatch(InvalidInput):
+    kind = "lane_mismatch"
+    template = "lane_mismatch: execution {execution_id} is on lane {lane_id!r}, not {given!r}"
+
+
+class InvalidResumeCondition(InvalidInput):
+    kind = "invalid_resume_condition"
+
+
 # -- 401, 404 -------------------------------------------------------------------------------
 
 class Unauthorized(FlowFabricError):
@@ -160,6 +196,12 @@ class EdgeNotFound(NotFound):
     kind = "edge_not_found"
     template = ("edge {edge_id} was not staged in flow {flow_id} between these executions; "
                 "stage it first (POST /v1/flows/{flow_id}/edges)")
+
+
+class WaitpointNotFound(NotFound):
+    kind = "waitpoint_not_found"
+    template = ("waitpoint {waitpoint_id} of execution {execution_id} not found (unknown, "
+                "consumed or expired)")
 
 
 # -- 409 ------------------------------------------------------------------------------------
@@ -255,6 +297,70 @@ class EdgeGroupPolicyFixed(Conflict):
                 "set before the first edge is applied")
 
 
+class RotationConflict(Conflict):
+    kind = "rotation_conflict"
+    template = ("kid {kid!r} is already installed with a different secret; choose a new kid "
+                "(a kid names one secret for ever)")
+
+
+class AlreadySuspended(Conflict):
+    kind = "already_suspended"
+    template = "execution {execution_id} is already suspended"
+
+
+class WaitpointClosed(Conflict):
+    kind = "waitpoint_closed"
+    template = "waitpoint {waitpoint_id} is closed ({close_reason}); it takes no more signals"
+    exposed = ("close_reason",)
+
+
+class TargetNotSignalable(Conflict):
+    kind = "target_not_signalable"
+    template = ("execution {execution_id} is {public_state}; it takes no signals")
+    exposed = ("public_state",)
+
+
+class SignalLimitExceeded(Conflict):
+    kind = "signal_limit_exceeded"
+    template = ("execution {execution_id} already holds {count} signals (limit "
+                "max_signals_per_execution={limit})")
+
+
+class SignalIdInUse(Conflict):
+    kind = "signal_id_in_use"
+    template = ("signal_id: {signal_id} was already used for another signal to execution "
+                "{execution_id}; leave it out to have one minted")
+
+
+class ExecutionNotSuspended(Conflict):
+    kind = "execution_not_suspended"
+    template = "execution {execution_id} is {public_state}, not suspended"
+    exposed = ("public_state",)
+
+
+class WaitpointAlreadyExists(Conflict):
+    kind = "waitpoint_already_exists"
+    template = ("execution {execution_id} already has an open waitpoint with key "
+                "{waitpoint_key!r} in this attempt ({waitpoint_id}); use it, or choose "
+                "another key")
+    exposed = ("waitpoint_id",)
+
+
+class PendingWaitpointExpired(Conflict):
+    kind = "pending_waitpoint_expired"
+    template = ("waitpoint {waitpoint_id} (key {waitpoint_key!r}) expired at {expires_at} "
+                "before the suspend; create a new one")
+
+
+class StaleKid(Conflict):
+    """The appliance minted with a kid the store has since rotated away (the service
+    re-reads the keystore and retries once)."""
+
+    kind = "stale_kid"
+    retryable = True
+    template = "the waitpoint signing key rotated (now {current!r}); retry"
+
+
 # -- 413 … 503 ------------------------------------------------------------------------------
 
 class PayloadTooLarge(FlowFabricError):
@@ -271,6 +377,16 @@ class UnsupportedMediaType(FlowFabricError):
 class ResourceExhausted(FlowFabricError):
     status = 429
     kind = "resource_exhausted"
+    retryable = True
+
+
+class RotationBusy(ResourceExhausted):
+    kind = "rotation_in_progress"
+
+
+class RotationTimeout(FlowFabricError):
+    status = 504
+    kind = "rotation_timeout"
     retryable = True
 
 

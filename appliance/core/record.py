@@ -77,6 +77,12 @@ class Execution:
     failure_category: str | None = None
     cancellation_reason: str | None = None
     cancelled_by: str | None = None
+    # suspension (spec/suspension.md): the current or last suspension as JSON, its
+    # timeout (a scanner clock), signals ever accepted, whether waitpoints may be open
+    suspension: str | None = None
+    suspension_timeout_at: int | None = None
+    signal_count: int = 0
+    waitpoints_open: int = 0
 
     @classmethod
     def from_row(cls, row: Any) -> Execution:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .operations import Operation, jitter_draw
 from .settings import Setting
+from .suspension import expire_suspension
 from .transitions import (
     JitterArgs,
     NoArgs,
@@ -71,16 +72,21 @@ SCANNERS: tuple[Scanner, ...] = (
             "attempt_deadline_at", "adl", args=lambda: JitterArgs(jitter_draw())),
     Scanner("execution_deadline", "FF_EXECUTION_DEADLINE_INTERVAL_S", 5, False, 50,
             expire_execution, "execution_deadline_at", "edl"),
+    Scanner("suspension_timeout", "FF_SUSPENSION_TIMEOUT_INTERVAL_S", 2, False, 50,
+            expire_suspension, "suspension_timeout_at", "susp"),
     Scanner("retention_trimmer", "FF_RETENTION_TRIMMER_INTERVAL_S", 60, False, 20, purge,
             "purge_at", "purge"),
 )
 
-#: Safety nets over flows (spec/flows.md), each one backend call per batch: edges left
-#: unresolved although their upstream ended, and flow cancels still owed to members.
+#: Store-wide scans, each one backend call per batch: edges left unresolved although their
+#: upstream ended, flow cancels still owed to members (spec/flows.md), expired pending
+#: waitpoints.
 STORE_SCANNERS: tuple[Periodic, ...] = (
     Periodic("dependency_reconciler", "FF_DEPENDENCY_RECONCILER_INTERVAL_S", 15, False, 50),
     Periodic("flow_cancel_reconciler", "FF_FLOW_CANCEL_RECONCILER_INTERVAL_MS", 15_000, True,
              100),
+    # Pending waitpoints past their expires_at close as never_committed (spec/suspension.md).
+    Periodic("pending_waitpoint_expiry", "FF_PENDING_WP_EXPIRY_INTERVAL_S", 5, False, 100),
 )
 
 BY_NAME = {s.name: s for s in SCANNERS}

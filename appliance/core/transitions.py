@@ -74,6 +74,10 @@ def set_state(ex: Execution, ctx: Ctx, phase: str, ownership: str, eligibility: 
               blocking: str, outcome: str, attempt_state: str, detail: str = "") -> None:
     """Write all seven dimensions together, and clear every scanner clock that
     no longer applies, so an index can never point at the wrong state."""
+    if phase != Phase.SUSPENDED:
+        ex.suspension_timeout_at = None
+        if ex.lifecycle_phase == Phase.SUSPENDED and ex.suspension:
+            _close_suspension(ex, outcome if phase == Phase.TERMINAL else "resumed", ctx.now)
     ex.lifecycle_phase, ex.ownership_state, ex.eligibility_state = phase, ownership, eligibility
     ex.blocking_reason, ex.terminal_outcome, ex.attempt_state = blocking, outcome, attempt_state
     ex.blocking_detail = detail
@@ -91,6 +95,15 @@ def set_state(ex: Execution, ctx: Ctx, phase: str, ownership: str, eligibility: 
         ex.purge_at = ctx.now + retention
     else:
         ex.purge_at = None
+
+
+def _close_suspension(ex: Execution, reason: str, now: int) -> None:
+    """An open suspension closes when its execution leaves ``suspended`` another way
+    (cancel, deadline): the reason is the outcome."""
+    s = json.loads(ex.suspension or "null")
+    if s is not None and s.get("closed_at") is None:
+        s["closed_at"], s["close_reason"] = now, reason
+        ex.suspension = json.dumps(s, separators=(",", ":"))
 
 
 def policy_of(ex: Execution) -> ExecutionPolicy:

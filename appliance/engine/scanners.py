@@ -101,10 +101,10 @@ class Engine:
         self.backend = backend
         self.wake = wake
         self.now_ms = now_ms
-        flows = "create_flow" in backend.capabilities()  # the store scanners need flows
+        can = backend.capabilities()  # a store scan runs only if the store has its feature
         self.specs = [ScannerSpec(name, interval, PERIODIC[name].batch)
                       for name, interval in intervals_s.items()
-                      if interval > 0 and (flows or name not in STORE_SCANS)]
+                      if interval > 0 and STORE_SCAN_NEEDS.get(name, "apply") in can | {"apply"}]
         self.stats = {spec.name: ScannerStats() for spec in self.specs}
         self._trackers = {spec.name: FailureTracker() for spec in self.specs}
 
@@ -208,10 +208,19 @@ async def _reconcile_flow_cancels(backend: Backend, now: int, limit: int) -> Sca
     return result
 
 
+async def _expire_pending_waitpoints(backend: Backend, now: int, limit: int) -> ScanResult:
+    return ScanResult(processed=await backend.expire_pending_waitpoints(now, limit))
+
+
 STORE_SCANS: dict[str, Callable[[Backend, int, int], Awaitable[ScanResult]]] = {
     "dependency_reconciler": _reconcile_dependencies,
     "flow_cancel_reconciler": _reconcile_flow_cancels,
+    "pending_waitpoint_expiry": _expire_pending_waitpoints,
 }
+#: The capability each store scan needs.
+STORE_SCAN_NEEDS = {"dependency_reconciler": "create_flow",
+                    "flow_cancel_reconciler": "create_flow",
+                    "pending_waitpoint_expiry": "suspend"}
 
 
 def _count(result: ScanResult, eid: str, applied: Applied) -> None:

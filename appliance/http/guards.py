@@ -13,6 +13,7 @@ from appliance.core.errors import PayloadTooLarge, Unauthorized
 BATCH = 16 * 1_048_576
 LARGE = 1_048_576
 CONTROL = 65_536
+SIGNAL = 262_144  # a signal's body: its payload (the original's cap)
 OPEN_PATHS = frozenset({"/healthz"})
 
 

@@ -13,7 +13,7 @@ from appliance.core.ids import parse_execution_id
 from appliance.core.schema import Body, convert
 
 from . import bodies
-from .guards import BATCH, CONTROL, LARGE
+from .guards import BATCH, CONTROL, LARGE, SIGNAL
 
 log = logging.getLogger("flowfabric.http")
 
@@ -27,6 +27,7 @@ class Routes:
     BATCH = BATCH
     LARGE = LARGE
     CONTROL = CONTROL
+    SIGNAL = SIGNAL
 
     def __init__(self) -> None:
         self.caps: dict[str, int] = {}

@@ -25,6 +25,7 @@ from appliance.core.record import Execution
 
 from .coalesce import Coalescer
 from .flows import Flows
+from .suspension import Suspensions
 from .work import WorkSignal
 
 
@@ -38,6 +39,7 @@ class Service:
         self._apply_one = Coalescer(self.backend.apply)
         self._create_one = Coalescer(self.backend.create)
         self.flows = Flows(self)
+        self.suspensions = Suspensions(self)
 
     # -- state changes --------------------------------------------------------------------
     async def apply(self, op: Operation[Any], execution_id: str, args: Any) -> Outcome:
@@ -87,7 +89,7 @@ class Service:
                 # Its promotions made work claimable: wake the waiters for what it did not take.
                 self.wake(claim.woken[len(got):])
                 if got:
-                    return got
+                    return await self._resumed(got)
                 remaining = deadline - trio.current_time()
                 if remaining <= 0 or self.work.closing:
                     return []
@@ -95,6 +97,16 @@ class Service:
                     await woken.wait()
             finally:
                 self.work.done(args.lane_id, woken, claimed=bool(got))
+
+    async def _resumed(self, tasks: list[Task]) -> list[Task]:
+        """Each task says whether it resumes a suspended attempt; one that does carries the
+        signals that resumed it."""
+        for task, _data in tasks:
+            resumed = task["attempt_type"] == "resumed"
+            task["resumed"] = resumed
+            task["signals"] = ([s.for_worker() for s in await self.suspensions.resume_signals(
+                task["execution_id"])] if resumed else [])
+        return tasks
 
     # -- reads --------------------------------------------------------------------------------
     async def record(self, execution_id: str) -> Execution:

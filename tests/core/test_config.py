@@ -21,7 +21,9 @@ def test_defaults():
     assert cfg.scanner_intervals_s == {"lease_expiry": 1.5, "delayed_promoter": 0.75,
                                        "attempt_timeout": 2, "execution_deadline": 5,
                                        "retention_trimmer": 60, "dependency_reconciler": 15,
-                                       "flow_cancel_reconciler": 15}
+                                       "flow_cancel_reconciler": 15,
+                                           "suspension_timeout": 2,
+                                           "pending_waitpoint_expiry": 5}
 
 
 def test_every_setting_with_a_default_loads():

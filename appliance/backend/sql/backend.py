@@ -8,8 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from appliance.core import flows as fl
+from appliance.core import suspension as sp
+from appliance.core import tokens
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
-from appliance.core.errors import StartupError
+from appliance.core.errors import FlowFabricError, StartupError
+from appliance.core.handle import Fence
 from appliance.core.operations import Applied, Ctx, Mutation
 from appliance.core.outcomes import Outcome
 from appliance.core.record import Execution
@@ -17,6 +20,7 @@ from appliance.core.scanners import Scanner
 
 from ..protocol import BackendBase, BackendEnv, Claim
 from . import flows, ops
+from . import suspension as sus
 from .statements import Op, OpFactory, all_, exec_, one
 
 
@@ -121,6 +125,63 @@ class SqlBackend(BackendBase):
     async def list_flows(self, namespace: str | None, cursor: str | None,
                          limit: int) -> tuple[list[fl.Flow], str | None]:
         return await self.read(lambda: flows.list_flows(namespace, cursor, limit))
+
+    # -- suspension and signals ---------------------------------------------------------------
+    async def seed_waitpoint_keys(self, kid: str,
+                                  secret_hex: str | None) -> tuple[str, tokens.Keystore]:
+        return await self.run(lambda: sus.seed_keys(kid, secret_hex))
+
+    async def waitpoint_keys(self, execution_id: str) -> tokens.Keystore:
+        return await self.read(sus.load_keys)
+
+    async def rotate_waitpoint_secret(self, kid: str, secret_hex: str, grace_ms: int
+                                      ) -> list[tuple[int, tokens.Rotation | FlowFabricError]]:
+        ctx = self.ctx()
+        try:
+            rotation, _keys = await self.run(lambda: sus.rotate_keys(kid, secret_hex, grace_ms,
+                                                                     ctx))
+        except FlowFabricError as exc:
+            return [(0, exc)]
+        return [(0, rotation)]
+
+    async def create_waitpoint(self, execution_id: str, args: sp.WaitpointArgs) -> sp.Waitpoint:
+        ctx = self.ctx()
+        made, error = await self.run(lambda: sus.create_waitpoint(execution_id, args, ctx))
+        if error is not None:
+            raise error
+        return made
+
+    async def suspend(self, execution_id: str, args: sp.SuspendArgs) -> sp.SuspendResult:
+        ctx = self.ctx()
+        result, error = await self.run(lambda: sus.suspend(execution_id, args, ctx))
+        if error is not None:
+            raise error
+        return result
+
+    async def wait_children(self, execution_id: str, fence: Fence) -> Outcome:
+        ctx = self.ctx()
+        outcome, error = await self.run(lambda: sus.wait_children(execution_id, fence, ctx))
+        if error is not None:
+            raise error
+        return outcome
+
+    async def deliver_signal(self, execution_id: str, args: sp.SignalArgs
+                             ) -> tuple[sp.SignalAnswer, tuple[str, ...]]:
+        ctx = self.ctx()
+        return await self.run(lambda: sus.deliver(execution_id, args, ctx))
+
+    async def list_waitpoints(self, execution_id: str
+                              ) -> tuple[Execution, list[sp.Waitpoint]] | None:
+        return await self.read(lambda: sus.list_waitpoints(execution_id))
+
+    async def get_waitpoint(self, execution_id: str, waitpoint_id: str) -> sp.Waitpoint | None:
+        return await self.read(lambda: sus.get_waitpoint(execution_id, waitpoint_id))
+
+    async def resume_signals(self, execution_id: str) -> list[sp.Signal]:
+        return await self.read(lambda: sus.resume_signals(execution_id))
+
+    async def expire_pending_waitpoints(self, now: int, limit: int) -> int:
+        return await self.run(lambda: sus.expire_pending(now, limit))
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.effects import (
+    CloseWaitpoints,
     DeleteExecution,
     Effect,
     NewAttempt,
@@ -36,13 +37,15 @@ from appliance.core.record import (
 )
 from appliance.core.scanners import Scanner
 from appliance.core.state import Phase
+from appliance.core.suspension import leftover_waitpoints
 from appliance.core.transitions import NoArgs, promote_delayed
 
 from ..protocol import Claim
-from . import flows
+from . import flows, suspension
 from .statements import Op, Stmt, all_, exec_, grouped, held_writes, later, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+ATTEMPT_INDEX = EXECUTION_COLUMNS.index("current_attempt_index")
 CLAIM_WINDOW = 64
 PROMOTE_ON_CLAIM = 16
 
@@ -65,6 +68,7 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
     if any(isinstance(w, DeleteExecution) for w in effect.writes):
         yield from _delete(ex.execution_id)
         return ()
+    leftover = leftover_waitpoints(ex, before[ATTEMPT_INDEX])
     changed = {k: v for k, old, v in zip(EXECUTION_COLUMNS, before, ex.snapshot(), strict=True)
                if old != v}
     if changed:
@@ -82,6 +86,11 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
         elif isinstance(w, StoreResult):
             yield later("UPDATE ff_exec_data SET result = ? WHERE execution_id = ?", w.data,
                         ex.execution_id)
+        elif isinstance(w, CloseWaitpoints):
+            yield from suspension.close_waitpoints(ex.execution_id, w, ex.last_mutation_at or 0)
+    if leftover is not None:
+        yield from suspension.close_waitpoints(ex.execution_id, leftover,
+                                               ex.last_mutation_at or 0)
     if rules.made_claimable(before[CLAIMABLE], ex):
         yield notify(ex.lane_id)
         return (ex.lane_id,)
@@ -89,6 +98,7 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
 
 
 def _delete(execution_id: str) -> Op:
+    yield from suspension.delete_all(execution_id)
     yield later("DELETE FROM ff_attempt WHERE execution_id = ?", execution_id)
     yield later("DELETE FROM ff_exec_data WHERE execution_id = ?", execution_id)
     yield later("DELETE FROM ff_exec WHERE execution_id = ?", execution_id)
@@ -188,8 +198,7 @@ def apply_many(mutations: list[Mutation], ctx: Ctx) -> Op:
             loaded.pop(m.execution_id, None)  # gone: a later item finds nothing
         answers.append(answer)
     distinct = len({m.execution_id for m in mutations}) == len(mutations)
-    for stmt in grouped(writes) if distinct else writes:
-        yield stmt
+    yield from grouped(writes) if distinct else writes
     if answers:
         answers[0] = yield from moved.resolve(answers[0], ctx)
     return (yield from moved.restate(mutations, answers))
@@ -385,8 +394,7 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
             else:
                 ended = True  # the reclaim cap ended it instead
                 moved.note(ex, was_terminal=False)
-        for stmt in grouped(writes):  # each candidate once: no row is written twice
-            yield stmt
+        yield from grouped(writes)
         writes.clear()
         if not ended or len(leased) >= args.max_tasks:
             break
