@@ -50,3 +50,15 @@ def test_readme_flow_walkthrough_runs_join_last_with_part_a_output(launch, tmp_p
     assert sorted(running[1:3]) == ["running part-a, input: ", "running part-b, input: "]
     assert running[3] == "running join, input: output of part-a", stdout
     assert stdout.rstrip().endswith('{"state":"completed","counts":{"completed":4}}'), stdout
+
+
+def test_readme_approval_walkthrough_resumes_with_the_signal(launch, tmp_path):
+    stdout = run_against_fresh_appliance(launch, tmp_path,
+                                         walkthrough("<!-- approval-walkthrough -->"))
+    lines = stdout.splitlines()
+    assert lines[0] == 'state: "suspended"', stdout
+    assert lines[1] == ('{"waitpoint_key":"approval","state":"active",'
+                        '"required_signal_names":["approved"]}'), stdout
+    assert lines[2] == '"resume_condition_satisfied"', stdout
+    assert lines[3] == "resumed=true attempt=0 by jane: ship it", stdout
+    assert lines[4] == 'state: "completed"', stdout
