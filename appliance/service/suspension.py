@@ -38,6 +38,7 @@ class Suspensions:
         self.backend = service.backend
         self.config = service.config
         self._keys: tokens.Keystore | None = None
+        self._seeded = False
         self._seeding = trio.Lock()
         self._rotating = trio.Lock()
 
@@ -52,6 +53,9 @@ class Suspensions:
                 if self._keys is None:
                     status, keys = await self.backend.seed_waitpoint_keys(
                         self.config.hmac_kid, self.config.hmac_secret)
+                    if self._seeded:  # a re-read after a rotation: nothing to report
+                        status = "kept"
+                    self._seeded = True
                     if status == "installed":
                         log.info("waitpoint signing key %s installed%s", keys.current,
                                  "" if self.config.hmac_secret else
