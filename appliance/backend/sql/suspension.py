@@ -149,8 +149,8 @@ def create_waitpoint(execution_id: str, a: sp.WaitpointArgs, ctx: Ctx) -> Op:
 
 
 def _open_waitpoints(execution_id: str) -> Op:
-    rows = yield all_("SELECT * FROM ff_waitpoint WHERE execution_id = ? AND state <> 'closed'",
-                      execution_id)
+    rows = yield all_("SELECT * FROM ff_waitpoint WHERE execution_id = ? AND state <> 'closed' "
+                      "ORDER BY waitpoint_id{lock}", execution_id)  # not closed under us
     return [_waitpoint(r) for r in rows]
 
 
@@ -270,7 +270,8 @@ def resume_signals(execution_id: str) -> Op:
 
 def expire_pending(now: int, limit: int) -> Op:
     gone = yield exec_("UPDATE ff_waitpoint SET state = 'closed', closed_at = ?, close_reason = "
-                       "'never_committed' WHERE waitpoint_id IN (SELECT waitpoint_id FROM "
-                       "ff_waitpoint WHERE state = 'pending' AND expires_at IS NOT NULL AND "
-                       "expires_at <= ? ORDER BY expires_at LIMIT ?)", now, now, limit)
+                       "'never_committed' WHERE state = 'pending' AND waitpoint_id IN (SELECT "
+                       "waitpoint_id FROM ff_waitpoint WHERE state = 'pending' AND expires_at IS "
+                       "NOT NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?{skip_locked})",
+                       now, now, limit)
     return gone
