@@ -32,13 +32,18 @@ def parse_execution_id(text: object, field: str = "execution_id") -> ExecutionId
                            f"'{{fp:42}}:550e8400-e29b-41d4-a716-446655440000'")
     close = text.find("}:")
     if not text.startswith(_PREFIX) or close < 0:
-        raise InvalidInput(f"invalid {field}: {text!r} must look like '{{fp:N}}:<uuid>' "
+        raise InvalidInput(f"invalid {field}: {_shown(text)} must look like '{{fp:N}}:<uuid>' "
                            f"(missing '{{fp:' prefix or '}}:' separator)")
     digits = text[len(_PREFIX):close]
-    if not digits.isascii() or not digits.isdigit() or int(digits) > 65535:
-        raise InvalidInput(f"invalid {field}: partition index {digits!r} must be an integer "
-                           f"in 0..65535")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 5 or int(digits) > 65535:
+        raise InvalidInput(f"invalid {field}: partition index {_shown(digits)} must be an "
+                           f"integer in 0..65535")
     return ExecutionId(int(digits), parse_uuid(text[close + 2:], field))
+
+
+def _shown(text: str) -> str:
+    """A client's text in a message, cut short (a message never echoes kilobytes)."""
+    return repr(text) if len(text) <= 80 else repr(text[:60]) + f"… ({len(text)} characters)"
 
 
 def parse_uuid(text: object, field: str) -> str:

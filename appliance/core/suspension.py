@@ -455,7 +455,9 @@ def leftover_waitpoints(ex: Execution, attempt_before: int | None) -> CloseWaitp
         return None
     if ex.lifecycle_phase == Phase.TERMINAL:
         reason = ex.terminal_outcome
-    elif ex.current_attempt_index != attempt_before:
+    elif (ex.current_attempt_index != attempt_before
+          or ex.attempt_state == AttemptState.PENDING_RETRY_ATTEMPT):
+        # A failure that schedules a retry ends the attempt before the next one starts.
         reason = "attempt_ended"
     else:
         return None

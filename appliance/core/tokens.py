@@ -73,7 +73,7 @@ def mint(kid: str, secret_hex: str, execution_id: str, waitpoint_id: str,
 def parse(token: str) -> tuple[str, str] | None:
     """``(kid, digest)``, or None when the token is not shaped like one."""
     kid, sep, digest = token.partition(":")
-    if not sep or not kid or not _DIGEST.match(digest):
+    if not sep or not _KID.match(kid) or not _DIGEST.match(digest):
         return None
     return kid, digest
 

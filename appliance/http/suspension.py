@@ -13,9 +13,9 @@ from quart import Blueprint, Response
 from appliance.core import conditions as cond
 from appliance.core import suspension as sp
 from appliance.core import tokens
-from appliance.core.errors import InvalidInput
+from appliance.core.errors import InvalidInput, WaitpointNotFound
 from appliance.core.ids import fresh_uuids, parse_uuid, validate_lane
-from appliance.core.limits import TIME_MAX_MS
+from appliance.core.limits import DURATION_MAX_MS, TIME_MAX_MS
 from appliance.core.schema import Body, Byte, Duration, Str256, Str1024, Time
 from appliance.service import Service
 
@@ -27,13 +27,15 @@ from .workers import handle_for
 WaitpointKey = Annotated[str, Meta(min_length=1, max_length=256)]
 SignalName = Annotated[str, Meta(min_length=1, max_length=256)]
 MaxSignals = Annotated[int, Meta(ge=0, le=1_000_000)]
+#: A signal's retry window: at most 30 days (a longer one is refused, not shortened).
+DedupTtl = Annotated[int, Meta(ge=1, le=sp.DEDUP_TTL_MAX_MS)]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
 class WaitpointBody(Body):
     handle: Any
     waitpoint_key: WaitpointKey
-    expires_in_ms: Annotated[int, Meta(ge=1)] | None = None
+    expires_in_ms: Annotated[int, Meta(ge=1, le=DURATION_MAX_MS)] | None = None
 
 
 class SuspendBody(Body):
@@ -67,7 +69,7 @@ class SignalBody(Body):
     payload_encoding: Str256 | None = None
     correlation_id: Str1024 | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
-    dedup_ttl_ms: Annotated[int, Meta(ge=1)] | None = None
+    dedup_ttl_ms: DedupTtl | None = None
     created_at: Time | None = None
     resume_delay_ms: Duration = 0
     max_signals_per_execution: MaxSignals | None = None
@@ -80,7 +82,7 @@ class ApprovalBody(Body):
     waitpoint_id: Any
     signal_name: SignalName = "approved"
     idempotency_suffix: Annotated[str, Meta(min_length=1, max_length=256)] | None = None
-    signal_dedup_ttl_ms: Annotated[int, Meta(ge=1)] | None = None
+    signal_dedup_ttl_ms: DedupTtl | None = None
     max_signals_per_execution: MaxSignals | None = None
 
 
@@ -186,7 +188,11 @@ def routes(service: Service, r: Routes) -> Blueprint:
     async def waitpoint_token(execution_id: str, waitpoint_id: str) -> Response:
         eid = r.eid(execution_id)
         wid = parse_uuid(waitpoint_id, "waitpoint_id")
-        return json_response({"token": await sus.token(eid, wid)}, headers=NO_STORE)
+        try:
+            token = await sus.token(eid, wid)
+        except WaitpointNotFound as exc:  # the 404 is not cached either
+            return json_response(exc.to_json(), exc.status, NO_STORE)
+        return json_response({"token": token}, headers=NO_STORE)
 
     @r.route(bp, "/v1/executions/<execution_id>/approval", ["POST"])
     async def approval(execution_id: str) -> Response:

@@ -99,10 +99,11 @@ class Suspensions:
 
     async def suspend(self, execution_id: str, fence: Fence, condition: cond.Tree,
                       keys_to_bind: list[str], **options: Any) -> sp.SuspendResult:
-        if not keys_to_bind:
-            [wid] = fresh_uuids(1)
-            keys_to_bind = [f"wpk:{wid}"]
-        ids = fresh_uuids(len(keys_to_bind) + 1)
+        if keys_to_bind:
+            ids = fresh_uuids(len(keys_to_bind) + 1)
+        else:  # one fresh waitpoint, keyed by its own id (as the original's default)
+            ids = fresh_uuids(2)
+            keys_to_bind = [f"wpk:{ids[1]}"]
 
         async def attempt(keys: tokens.Keystore) -> sp.SuspendResult:
             fresh = tuple((key, wid, self._mint(keys, execution_id, wid, key))
