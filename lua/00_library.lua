@@ -4,7 +4,8 @@
 -- Files are concatenated in name order into one library (flowfabric_lua.library_source),
 -- after a prelude generated from the Python definitions (flowfabric_valkey.generated):
 -- INT_FIELDS, TERMINAL_PUBLIC, RUNNABLE_PUBLIC, RECLAIMABLE, ERROR_KINDS, DEFAULTS, LIMITS,
--- SCANNERS and OPERATIONS come from there (and for flows FLOW_INT_FIELDS and FLOWS).
+-- SCANNERS and OPERATIONS come from there (and for flows FLOW_INT_FIELDS and FLOWS, for
+-- suspension SUSPENSION).
 -- The state machine mirrors appliance/core/transitions.py rule for rule; Python passes the
 -- time, ids and random draws in, so every function is deterministic.
 --
@@ -20,7 +21,8 @@
 --                         earliest delay_until); absent when the lane has none here
 --   ff:p:{fp:N}:delayed[:<lane>] ZSET delay_until
 --   ff:p:{fp:N}:lease     ZSET   lease_expires_at of leased executions
---   ff:p:{fp:N}:adl / :edl / :purge   ZSET  attempt deadline / execution deadline / purge_at
+--   ff:p:{fp:N}:adl / :edl / :susp / :purge  ZSET  attempt deadline / execution deadline /
+--                         suspension timeout / purge_at
 --   ff:idem:{fp:N}:<len(ns)>:<ns>:<key>  STRING "<expires_at>:<eid>" (PX only collects garbage)
 -- Flows (lua/30_flows.lua; every member of a flow is on the flow's partition {fp:N}):
 --   ff:f:{fp:N}:<flow_id>            HASH  the flow record (fields of core.flows.Flow)
@@ -38,6 +40,16 @@
 --   ff:p:{fp:N}:flow_open            SET   executions with unsatisfied outgoing edges (what
 --                                          the dependency reconciler looks at)
 --   ff:p:{fp:N}:flow_cancel          ZSET  a flow cancel's backlog: "<flow_id>|<eid>" by due_at
+-- Suspension (lua/40_suspension.lua; the execution's partition {fp:N}):
+--   ff:w:{fp:N}:<wid>                HASH  a waitpoint (fields of core.suspension.Waitpoint)
+--   ff:w:{fp:N}:<wid>:sigs           ZSET  the signals it took (score seq)
+--   ff:w:{fp:N}:<wid>:idem           HASH  idempotency key -> "<dedup_expires_at>:<signal id>"
+--   ff:x:<eid>:wps / :wpopen         SET   every waitpoint of the execution / the open ones
+--   ff:x:<eid>:sigs                  ZSET  the execution's signals (score seq)
+--   ff:x:<eid>:sig:<sid>             HASH  a signal (fields of core.suspension.Signal; payload raw)
+--   ff:p:{fp:N}:wp_pending           ZSET  pending waitpoints with an expires_at, by it
+--   ff:p:{fp:N}:wpkeys               HASH  the partition's keystore replica: current, s:<kid>
+--                                          (secret hex), e:<kid> (grace end)
 
 local LIBRARY_VERSION = '1'
 -- Filled in by the loader with a digest of these files, so a changed library is always
@@ -119,13 +131,19 @@ local function load(eid)
   return ex
 end
 
+-- Suspension hooks the record's writers call (lua/40_suspension.lua defines them).
+local SUSP = {}
+
 local function copy(t)
   local c = {}
   for k, v in pairs(t) do c[k] = v end
   return c
 end
 
+-- Write back what changed; open waitpoints outlived by their attempt or the execution close
+-- first (suspension.leftover_waitpoints, as the SQL stores' write does).
 local function save(ex, before)
+  if (ex.waitpoints_open or 0) ~= 0 then SUSP.leftover(ex, before) end
   local key = core_key(ex.execution_id)
   local sets, dels = {}, {}
   for k, v in pairs(ex) do

@@ -40,6 +40,12 @@ end
 
 local function set_state(ex, c, phase, ownership, eligibility, blocking, outcome, attempt_state,
                          detail)
+  if phase ~= 'suspended' then  -- leaving a suspension another way closes it
+    ex.suspension_timeout_at = nil
+    if ex.lifecycle_phase == 'suspended' and ex.suspension then
+      SUSP.close_json(ex, phase == 'terminal' and outcome or 'resumed', c.now)
+    end
+  end
   ex.lifecycle_phase, ex.ownership_state, ex.eligibility_state = phase, ownership, eligibility
   ex.blocking_reason, ex.terminal_outcome, ex.attempt_state = blocking, outcome, attempt_state
   ex.blocking_detail = detail or ''

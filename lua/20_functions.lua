@@ -31,6 +31,7 @@ local function apply_rule(eid, ex, rule, a)
   if c.delete then
     unindex(ex)
     FLOW.forget(ex)
+    SUSP.forget(ex)
     redis.call('DEL', core_key(eid), core_key(eid) .. ':in', core_key(eid) .. ':out',
                core_key(eid) .. ':att')
     return {ok = outcome}
@@ -258,6 +259,19 @@ local function register_raw(name, fn)
     local answer = fn(keys, argv)
     publish_woken()
     return answer
+  end)
+end
+
+-- A function answering a table and rows beside it (binary-safe: signals with their payloads):
+-- {JSON of the answer with the lanes it made claimable, row...}.
+local function register_rows(name, fn)
+  redis.register_function(name, function(keys, argv)
+    fresh_call()
+    local answer, rows = fn(keys, argv)
+    answer.w = publish_woken()
+    local out = {jenc(answer)}
+    for _, row in ipairs(rows or {}) do out[#out + 1] = row end
+    return out
   end)
 end
 

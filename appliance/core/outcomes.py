@@ -167,6 +167,10 @@ def from_wire(doc: dict[str, Any], plain: type[Outcome] | None = None) -> Outcom
     if len(doc) == 1:
         tag, body = next(iter(doc.items()))
         cls = TAGGED.get(tag)
+        if cls is None:  # an answer declared in another core module (a tag here wins)
+            for known, sub in _tagged(Outcome).items():
+                TAGGED.setdefault(known, sub)
+            cls = TAGGED.get(tag)
         if cls is not None and isinstance(body, dict):
             return cls(**body)
     if plain is None:

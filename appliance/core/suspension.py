@@ -505,7 +505,7 @@ def resume(ex: Execution, a: ResumeArgs, ctx: Ctx) -> Effect:
 
 @dataclass(frozen=True, slots=True)
 class SuspensionTimedOut(Outcome):
-    TAG = "Expired"
+    TAG = "SuspensionTimedOut"
     behavior_applied: str
 
 

@@ -36,7 +36,7 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 def check_kid(kid: object, where: str = "new_kid") -> str:
-    if not isinstance(kid, str) or not _KID.match(kid):
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
         raise InvalidInput(f"{where}: must be 1 to 64 characters from A-Z a-z 0-9 . _ - (no "
                            f"':'), got {kid!r:.80}")
     return kid
@@ -44,7 +44,7 @@ def check_kid(kid: object, where: str = "new_kid") -> str:
 
 def check_secret_hex(secret: object, where: str = "new_secret_hex") -> str:
     """An even-length hex secret of at least 16 bytes, as lowercase hex."""
-    if not isinstance(secret, str) or not _HEX.match(secret) or len(secret) > 1024:
+    if not isinstance(secret, str) or not _HEX.fullmatch(secret) or len(secret) > 1024:
         raise InvalidInput(f"{where}: must be a non-empty even-length hex string (0-9a-f), at "
                            f"most 1024 characters")
     if len(secret) < 32:
@@ -73,7 +73,7 @@ def mint(kid: str, secret_hex: str, execution_id: str, waitpoint_id: str,
 def parse(token: str) -> tuple[str, str] | None:
     """``(kid, digest)``, or None when the token is not shaped like one."""
     kid, sep, digest = token.partition(":")
-    if not sep or not _KID.match(kid) or not _DIGEST.match(digest):
+    if not sep or not _KID.fullmatch(kid) or not _DIGEST.fullmatch(digest):
         return None
     return kid, digest
 

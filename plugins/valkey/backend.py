@@ -21,15 +21,19 @@ import trio_asyncio
 
 from appliance.backend import BackendBase, BackendEnv, Claim
 from appliance.core import flows as fl
+from appliance.core import suspension as sp
+from appliance.core import tokens
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import (
+    FlowFabricError,
     InvalidInput,
     StartupError,
     StoreUnavailable,
     Unavailable,
     error_from,
 )
+from appliance.core.handle import Fence
 from appliance.core.ids import fresh_uuid, fresh_uuids, parse_execution_id
 from appliance.core.operations import Applied, Ctx, Mutation, Operation, args_to_dict
 from appliance.core.outcomes import Outcome, from_wire
@@ -247,7 +251,9 @@ class ValkeyBackend(BackendBase):
         if "err" in answer:
             return Applied(error=error_from(answer["err"], answer.get("d") or {}), woken=woken)
         outcome = answer.get("ok")
-        return Applied(from_wire(outcome, m.op.plain) if outcome else None, woken=woken)
+        if not outcome:
+            return Applied(None, woken=woken)
+        return Applied(from_wire(outcome, m.op.plain), woken=woken)
 
     async def create(self, batch: Sequence[CreateArgs]) -> list[Applied]:
         """After the hints that let claims find the work: one FCALL per partition, all in
@@ -547,6 +553,163 @@ class ValkeyBackend(BackendBase):
         more = len(flows) > limit
         flows = flows[:limit]
         return flows, (flows[-1].flow_id if more and flows else None)
+
+    # -- suspension and signals (spec/suspension.md): each call one FCALL on the execution's
+    # partition; the keystore has a replica on every partition ------------------------------
+    def _keys_key(self, partition: int) -> str:
+        return keys.partition(partition, "wpkeys")
+
+    async def seed_waitpoint_keys(self, kid: str,
+                                  secret_hex: str | None) -> tuple[str, tokens.Keystore]:
+        """Partition 0 decides (``tokens.seed``); every other partition with no keystore
+        gets a copy of it, one pipeline. ``differs`` if any partition holds another key."""
+        args = self._args(kid=kid, secret=secret_hex, generated=tokens.generate_secret())
+        first = codec.decode_answer(await self._fcall("ff_wp_keys_seed", self._keys_key(0),
+                                                      args))["ok"]
+        status, doc = first["status"], first["keys"]
+        replica = {"current": doc["current"], "secrets": doc["secrets"] or {},
+                   "expires": doc["expires"] or {}}
+        others = range(1, self.env.partitions.flow)
+        answers = await self._conn().fcall_many([
+            ("ff_wp_keys_seed", [self._keys_key(p)], {**args, "replica": replica}, [])
+            for p in others]) if others else []
+        for raw in answers:
+            if isinstance(raw, BaseException):
+                raise raw
+            if codec.decode_answer(raw)["ok"]["status"] == "differs":
+                status = "differs"
+        return status, codec.keystore_from(doc)
+
+    async def waitpoint_keys(self, execution_id: str) -> tokens.Keystore:
+        partition = parse_execution_id(execution_id).partition
+        return codec.keystore_from_hash(await self._conn().call(
+            self._conn().client.hgetall, self._keys_key(partition)))
+
+    async def rotate_waitpoint_secret(self, kid: str, secret_hex: str, grace_ms: int
+                                      ) -> list[tuple[int, tokens.Rotation | FlowFabricError]]:
+        """Every partition's keystore in one pipeline; one result per partition."""
+        now = self.env.clock.now_ms()
+        args = {**self._args(kid=kid, secret=secret_hex, grace_end=str(now + grace_ms)),
+                "now": now}
+        partitions = range(self.env.partitions.flow)
+        answers = await self._conn().fcall_many([("ff_wp_keys_rotate", [self._keys_key(p)],
+                                                  args, []) for p in partitions])
+        results: list[tuple[int, tokens.Rotation | FlowFabricError]] = []
+        for p, raw in zip(partitions, answers, strict=True):
+            if isinstance(raw, BaseException):
+                results.append((p, FlowFabricError(f"partition {p}: the store refused the "
+                                                   f"rotation: {raw}")))
+                continue
+            answer = codec.decode_answer(raw)
+            if "err" in answer:
+                results.append((p, error_from(answer["err"], answer.get("d") or {})))
+                continue
+            ok = answer["ok"]
+            results.append((p, tokens.Rotation(ok["kind"], ok["new_kid"], ok.get("previous_kid"),
+                                               ok["gc_count"])))
+        return results
+
+    async def _on_execution(self, name: str, execution_id: str, args: dict[str, Any],
+                            data: bytes | None = None) -> dict[str, Any]:
+        """One suspension function on the execution's partition: its answer, a refusal
+        raised (after the lanes it made claimable are marked)."""
+        raw = await self._fcall(name, keys.record(execution_id), self._args(**args), data)
+        return self._wp_answer(execution_id, raw)
+
+    def _wp_answer(self, execution_id: str, raw: Any) -> dict[str, Any]:
+        answer = codec.decode_answer(raw)
+        self._touched(execution_id, {*(answer.get("w") or ()),
+                                     *([answer["l"]] if "l" in answer else [])})
+        if "err" in answer:
+            raise error_from(answer["err"], answer.get("d") or {})
+        return answer
+
+    async def create_waitpoint(self, execution_id: str, args: sp.WaitpointArgs) -> sp.Waitpoint:
+        answer = await self._on_execution("ff_wp_create", execution_id, args_to_dict(args))
+        made = codec.waitpoint_from(answer["ok"])
+        assert made is not None
+        return made
+
+    async def suspend(self, execution_id: str, args: sp.SuspendArgs) -> sp.SuspendResult:
+        """The answer and, when buffered signals already satisfy it, those signals (rows
+        beside the JSON: payloads are bytes)."""
+        raw = await self._fcall("ff_wp_suspend", keys.record(execution_id),
+                                self._args(**args_to_dict(args)))
+        ok = self._wp_answer(execution_id, raw[0])["ok"]
+        result = sp.SuspendResult(ok["kind"], ok["suspension_id"], codec.listed(ok["waitpoints"]),
+                                  codec.listed(ok.get("signal_ids")))
+        result.signals = [codec.signal_from(row) for row in raw[1:]]
+        return result
+
+    async def wait_children(self, execution_id: str, fence: Fence) -> Outcome:
+        answer = await self._on_execution("ff_wp_wait_children", execution_id, {"fence": {
+            "lease_id": fence.lease_id, "lease_epoch": fence.lease_epoch,
+            "attempt_id": fence.attempt_id}})
+        ok = answer["ok"]
+        if "WaitingChildren" in ok:
+            return sp.WaitingChildren(**ok["WaitingChildren"])
+        return sp.ChildrenDone(**ok["AlreadySatisfied"])
+
+    async def deliver_signal(self, execution_id: str, args: sp.SignalArgs
+                             ) -> tuple[sp.SignalAnswer, tuple[str, ...]]:
+        call = args_to_dict(args)
+        data = call.pop("payload")
+        call["has_payload"] = data is not None
+        answer = await self._on_execution("ff_wp_deliver", execution_id, call, data)
+        ok = answer["ok"]
+        return (sp.SignalAnswer(ok["kind"], ok["signal_id"], ok.get("effect")),
+                tuple(answer.get("w") or ()))
+
+    async def list_waitpoints(self, execution_id: str
+                              ) -> tuple[Execution, list[sp.Waitpoint]] | None:
+        found = await self._conn().fcall("ff_wp_list", keys.record(execution_id), {},
+                                         read_only=True)
+        ex = codec.execution_from(found[0]) if found else None
+        if ex is None:
+            return None
+        return ex, [wp for wp in map(codec.waitpoint_from, found[1:]) if wp is not None]
+
+    async def get_waitpoint(self, execution_id: str, waitpoint_id: str) -> sp.Waitpoint | None:
+        partition = parse_execution_id(execution_id).partition
+        wp = codec.waitpoint_from(await self._conn().call(
+            self._conn().client.hgetall, keys.waitpoint(partition, waitpoint_id)))
+        return wp if wp is not None and wp.execution_id == execution_id else None
+
+    async def resume_signals(self, execution_id: str) -> list[sp.Signal]:
+        rows = await self._conn().fcall("ff_wp_resume_signals", keys.record(execution_id), {},
+                                        read_only=True)
+        return [codec.signal_from(row) for row in rows or ()]
+
+    async def expire_pending_waitpoints(self, now: int, limit: int) -> int:
+        """Every partition's pending-expiry index in one pipeline; the earliest ``limit``
+        close through one FCALL per partition that has any (a second pipeline)."""
+        if limit <= 0:
+            return 0
+        partitions = range(self.env.partitions.flow)
+
+        def due(pipe: Any) -> None:
+            for p in partitions:
+                pipe.zrangebyscore(keys.partition(p, "wp_pending"), "-inf", now, start=0,
+                                   num=limit, withscores=True)
+
+        found = await self._conn().pipeline(due)
+        entries = sorted((score, member.decode(), p) for p, rows in zip(partitions, found,
+                                                                      strict=True)
+                         for member, score in rows)[:limit]
+        by_partition: dict[int, list[str]] = {}
+        for _, wid, p in entries:
+            by_partition.setdefault(p, []).append(wid)
+        if not by_partition:
+            return 0
+        answers = await self._conn().fcall_many([
+            ("ff_wp_expire_pending", [keys.partition(p)], {**self._args(ids=ids), "now": now}, [])
+            for p, ids in by_partition.items()])
+        closed = 0
+        for raw in answers:
+            if isinstance(raw, BaseException):
+                raise raw
+            closed += int(codec.decode_answer(raw)["ok"])
+        return closed
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:

@@ -17,6 +17,13 @@ from appliance.core.flows import (
     Flow,
 )
 from appliance.core.record import Execution
+from appliance.core.suspension import (
+    SIGNAL_COLUMNS,
+    WAITPOINT_COLUMNS,
+    Signal,
+    Waitpoint,
+)
+from appliance.core.tokens import Keystore
 
 _FIELDS = {f.name: f for f in fields(Execution)}
 _INTS = {name for name, f in _FIELDS.items() if str(f.type).startswith("int")}
@@ -104,3 +111,59 @@ def group_from(raw: bytes | str) -> EdgeGroup:
 def listed(value: Any) -> list[Any]:
     """A list the library answered (an empty one reads as ``{}`` in its JSON)."""
     return list(value) if isinstance(value, list) else []
+
+
+# -- suspension ------------------------------------------------------------------------------
+
+_WP_INTS = {f.name for f in fields(Waitpoint) if str(f.type).startswith("int")}
+_SIG_INTS = {f.name for f in fields(Signal) if str(f.type).startswith("int")}
+
+
+def _pairs(stored: Mapping[Any, Any] | Sequence[Any]) -> Iterable[tuple[Any, Any]]:
+    """Field/value pairs of HGETALL (a dict) or of a flat list a function returns."""
+    if isinstance(stored, Mapping):
+        return stored.items()
+    flat = iter(stored)
+    return zip(flat, flat, strict=False)
+
+
+def waitpoint_from(stored: Mapping[Any, Any] | Sequence[Any]) -> Waitpoint | None:
+    """A ``Waitpoint`` from its hash (or the JSON object the library answers)."""
+    values: dict[str, Any] = {}
+    for raw_key, raw_value in _pairs(stored):
+        name = _text(raw_key)
+        if name in WAITPOINT_COLUMNS and raw_value is not None:
+            values[name] = int(raw_value) if name in _WP_INTS else _text(raw_value)
+    return Waitpoint(**values) if values else None
+
+
+def signal_from(stored: Mapping[Any, Any] | Sequence[Any]) -> Signal:
+    """A ``Signal`` from its hash; the payload as stored, byte for byte."""
+    values: dict[str, Any] = {}
+    for raw_key, raw_value in _pairs(stored):
+        name = _text(raw_key)
+        if name == "payload":
+            values[name] = bytes(raw_value)
+        elif name in SIGNAL_COLUMNS:
+            values[name] = int(raw_value) if name in _SIG_INTS else _text(raw_value)
+    return Signal(**values)
+
+
+def keystore_from(doc: Mapping[str, Any]) -> Keystore:
+    """The keystore the library answers: {current, secrets, expires} (expiries as text)."""
+    return Keystore(doc.get("current"), dict(doc.get("secrets") or {}),
+                    {kid: int(at) for kid, at in dict(doc.get("expires") or {}).items()})
+
+
+def keystore_from_hash(stored: Mapping[Any, Any]) -> Keystore:
+    """A partition's keystore replica (HGETALL: current, s:<kid>, e:<kid>)."""
+    keys = Keystore()
+    for raw_key, raw_value in stored.items():
+        name, value = _text(raw_key), _text(raw_value)
+        if name == "current":
+            keys.current = value
+        elif name.startswith("s:"):
+            keys.secrets[name[2:]] = value
+        elif name.startswith("e:"):
+            keys.expires[name[2:]] = int(value)
+    return keys

@@ -12,14 +12,20 @@ from dataclasses import fields
 from typing import Any
 
 from appliance.backend.sql.flows import CANCEL_GRACE_MS, RESOLVE_MAX_STEPS
-from appliance.core import flows
+from appliance.core import conditions, flows
+from appliance.core import suspension as sp
 from appliance.core.errors import KINDS
 from appliance.core.limits import DURATION_MAX_MS, U32_MAX
 from appliance.core.operations import OPERATIONS
 from appliance.core.policy import MULTIPLIER_MAX, Backoff, ExecutionPolicy, RetryPolicy
 from appliance.core.record import Execution
 from appliance.core.scanners import SCANNERS
-from appliance.core.state import _RUNNABLE_PUBLIC, _TERMINAL_PUBLIC, RECLAIMABLE
+from appliance.core.state import (
+    _RUNNABLE_PUBLIC,
+    _TERMINAL_PUBLIC,
+    RECLAIMABLE,
+    Blocking,
+)
 from appliance.core.transitions import PRIORITY_MAX, PRIORITY_MIN
 
 HEADER = "-- Generated from appliance.core by flowfabric_valkey.generated: do not edit."
@@ -75,6 +81,19 @@ def prelude() -> str:
                   "cancel_answer_max": flows.CANCEL_ANSWER_MAX,
                   "sibling_satisfied": flows.SIBLING_SATISFIED,
                   "sibling_impossible": flows.SIBLING_IMPOSSIBLE},
+        "SUSPENSION": {
+            "wp_int_fields": {name: True for name in int_fields(sp.Waitpoint)},
+            "sig_int_fields": {name: True for name in int_fields(sp.Signal)},
+            "reasons": {k: str(v) for k, v in sp.REASONS.items()},
+            "satisfied": conditions.SATISFIED, "appended": conditions.APPENDED,
+            "duplicate": conditions.DUPLICATE,
+            "not_in_condition": conditions.NOT_IN_CONDITION,
+            "matcher_failed": conditions.MATCHER_FAILED, "buffered": conditions.BUFFERED,
+            "waiting_for_signal": str(Blocking.WAITING_FOR_SIGNAL),
+            "paused_by_operator": str(Blocking.PAUSED_BY_OPERATOR),
+            "resume_delay": str(Blocking.WAITING_FOR_RESUME_DELAY),
+            "waiting_for_children": str(Blocking.WAITING_FOR_CHILDREN),
+            "waiting_children": sp.WAITING_CHILDREN},
     }
     lines = [HEADER] + [f"local {name} = {lua(value)}" for name, value in tables.items()]
     return "\n".join(lines) + "\n"

@@ -35,3 +35,9 @@ def flows(index: int, namespace: str | None = None) -> str:
     if namespace is None:
         return partition(index, "flows")
     return partition(index, f"flows:{len(namespace.encode())}:{namespace}")
+
+
+def waitpoint(index: int, waitpoint_id: str) -> str:
+    """A waitpoint's record (on its execution's partition); lua/00_library.lua lists the
+    keys that extend it."""
+    return f"ff:w:{{fp:{index}}}:{waitpoint_id}"

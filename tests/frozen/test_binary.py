@@ -49,6 +49,32 @@ def flow(http: httpx.Client) -> None:
     assert http.get(f"/v1/flows/{flow_id}").json()["state"] == "completed"
 
 
+def human_in_the_loop(url: str) -> None:
+    """claim → suspend → signal with the waitpoint's token → resumed claim with the signal
+    → complete (the suspension migrations, Lua and token keystore are in the binary)."""
+    with httpx.Client(base_url=url, timeout=10) as http:
+        created = http.post("/v1/executions", json={"lane_id": "hitl"})
+        assert created.status_code == 201, created.text
+        eid = quote(created.json()["Created"]["execution_id"], safe="")
+        claim = {"lane_id": "hitl", "worker_instance_id": "w-1"}
+        task = http.post("/v1/workers/w/claim-task", json=claim).json()
+        reply = http.post(f"/v1/executions/{eid}/suspend", json={
+            "handle": task["handle"], "resume_condition": {"Single": {
+                "waitpoint_key": "approval", "matcher": {"ByName": "approved"}}}})
+        assert reply.status_code == 200, reply.text
+        [wp] = reply.json()["Suspended"]["waitpoints"]
+        reply = http.post(f"/v1/executions/{eid}/signal", json={
+            "waitpoint_id": wp["waitpoint_id"], "waitpoint_token": wp["token"],
+            "signal_name": "approved", "signal_category": "approval", "source_type": "user",
+            "source_identity": "jane", "payload_b64": "AP95ZXM="})
+        assert reply.json()["Accepted"]["effect"] == "resume_condition_satisfied", reply.text
+        again = http.post("/v1/workers/w/claim-task", json=claim).json()
+        assert (again["execution_id"], again["resumed"]) == (task["execution_id"], True)
+        assert [s["payload_b64"] for s in again["signals"]] == ["AP95ZXM="]
+        done = http.post(f"/v1/executions/{eid}/complete", json={"handle": again["handle"]})
+        assert done.status_code == 200, done.text
+
+
 def run(binary: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=60)
 
@@ -68,6 +94,7 @@ def test_no_arguments_in_an_empty_folder_serves_on_the_embedded_store(run_binary
     if not args:
         assert app.url == "http://127.0.0.1:9090"
     lifecycle(app.url)
+    human_in_the_loop(app.url)
     assert (tmp_path / "flowfabric.db").exists()
     assert app.stop() == 0
 
@@ -75,12 +102,14 @@ def test_no_arguments_in_an_empty_folder_serves_on_the_embedded_store(run_binary
 def test_lifecycle_on_valkey(run_binary, valkey_backend_options):
     app = run_binary(EPHEMERAL, env={"FF_BACKEND": "valkey", **valkey_backend_options})
     lifecycle(app.url)
+    human_in_the_loop(app.url)
     assert app.stop() == 0
 
 
 def test_lifecycle_on_postgres(run_binary, postgres_backend_options):
     app = run_binary(EPHEMERAL, env={"FF_BACKEND": "postgres", **postgres_backend_options})
     lifecycle(app.url)
+    human_in_the_loop(app.url)
     assert app.stop() == 0
 
 

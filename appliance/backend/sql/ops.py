@@ -46,6 +46,7 @@ from .statements import Op, Stmt, all_, exec_, grouped, held_writes, later, noti
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 ATTEMPT_INDEX = EXECUTION_COLUMNS.index("current_attempt_index")
+PHASE = EXECUTION_COLUMNS.index("lifecycle_phase")
 CLAIM_WINDOW = 64
 PROMOTE_ON_CLAIM = 16
 

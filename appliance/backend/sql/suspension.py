@@ -16,8 +16,9 @@ from appliance.core.errors import (
     SignalIdInUse,
 )
 from appliance.core.handle import Fence
-from appliance.core.operations import Ctx
+from appliance.core.operations import Applied, Ctx
 from appliance.core.record import Execution
+from appliance.core.state import Phase
 
 from .statements import Op, all_, exec_, later, one
 
@@ -34,10 +35,15 @@ def _load(execution_id: str, missing: type[FlowFabricError] = ExecutionNotFound)
     return Execution.from_row(row)
 
 
-def _write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
-    from .ops import write  # ops imports this module
+def _write(ex: Execution, before: tuple[Any, ...], effect: Effect, ctx: Ctx) -> Op:
+    """Write the execution back; a flow member this ended (a lease found expired past the
+    reclaim cap) resolves its edges in the same transaction. The lanes made claimable."""
+    from .ops import PHASE, FlowMoves, write  # ops imports this module
 
-    return (yield from write(ex, before, effect))
+    moved = FlowMoves()
+    woken = yield from write(ex, before, effect)
+    moved.note(ex, was_terminal=before[PHASE] == Phase.TERMINAL)
+    return (yield from moved.resolve(Applied(woken=woken), ctx)).woken
 
 
 def _waitpoint(row: Any) -> sp.Waitpoint:
@@ -141,9 +147,9 @@ def create_waitpoint(execution_id: str, a: sp.WaitpointArgs, ctx: Ctx) -> Op:
     same = yield from _open_with_key(execution_id, ex.current_attempt_index, a.waitpoint_key)
     made = sp.create_waitpoint(ex, a, same, keys, ctx)
     if isinstance(made, Effect):
-        yield from _write(ex, before, made)
+        yield from _write(ex, before, made, ctx)
         return None, made.error
-    yield from _write(ex, before, Effect())
+    yield from _write(ex, before, Effect(), ctx)
     yield from _save_waitpoint(made, None)
     return made, None
 
@@ -175,7 +181,7 @@ def suspend(execution_id: str, a: sp.SuspendArgs, ctx: Ctx) -> Op:
                                        f"({', '.join('?' * len(ids))})", *ids)
     known = {w.waitpoint_id: w.to_row() for w in pending}
     done = sp.suspend(ex, a, pending, buffered, keys, ctx)
-    yield from _write(ex, before, done.effect)
+    yield from _write(ex, before, done.effect, ctx)
     if done.result is None:
         return None, done.effect.error
     for wp in done.waitpoints:
@@ -199,9 +205,10 @@ def wait_children(execution_id: str, fence: Fence, ctx: Ctx) -> Op:
                       execution_id)
     row = yield one("SELECT COUNT(*) AS n FROM ff_edge WHERE downstream_execution_id = ? AND "
                     "state = 'unsatisfied'", execution_id)
-    pending = group is not None and group["state"] == "pending"
-    effect = sp.wait_children(ex, fence, pending, int(row["n"]), ctx)
-    yield from _write(ex, before, effect)
+    unresolved = int(row["n"])  # a group set before any edge applied waits for nothing
+    pending = group is not None and group["state"] == "pending" and unresolved > 0
+    effect = sp.wait_children(ex, fence, pending, unresolved, ctx)
+    yield from _write(ex, before, effect, ctx)
     return effect.outcome, effect.error
 
 
@@ -232,7 +239,7 @@ def deliver(execution_id: str, a: sp.SignalArgs, ctx: Ctx) -> Op:
     row = done.signal.to_row()
     yield later(_SIG_INSERT, *(row[c] for c in sp.SIGNAL_COLUMNS))
     yield from _save_waitpoint(wp, wp_before)
-    woken = yield from _write(ex, before, done.effect)
+    woken = yield from _write(ex, before, done.effect, ctx)
     return done.answer, woken
 
 
