@@ -100,12 +100,15 @@ class Service:
 
     async def _resumed(self, tasks: list[Task]) -> list[Task]:
         """Each task says whether it resumes a suspended attempt; one that does carries the
-        signals that resumed it."""
+        signals that resumed it (read here unless the store's claim answered them)."""
         for task, _data in tasks:
             resumed = task["attempt_type"] == "resumed"
             task["resumed"] = resumed
-            task["signals"] = ([s.for_worker() for s in await self.suspensions.resume_signals(
-                task["execution_id"])] if resumed else [])
+            if not resumed:
+                task["signals"] = []
+            elif "signals" not in task:  # a store that does not answer them with the claim
+                task["signals"] = [s.for_worker() for s in
+                                   await self.suspensions.resume_signals(task["execution_id"])]
         return tasks
 
     # -- reads --------------------------------------------------------------------------------

@@ -401,9 +401,14 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
             break
     woken += (yield from moved.resolve(Applied(), ctx)).woken
     payloads = yield from _payloads([ex.execution_id for ex, _ in leased])
-    tasks = tuple((rules.claim_answer(ex, kind, args.lease_ttl_ms), payloads[ex.execution_id])
-                  for ex, kind in leased)
-    return Claim(tasks, tuple(woken))
+    tasks = []
+    for ex, kind in leased:
+        task = rules.claim_answer(ex, kind, args.lease_ttl_ms)
+        if kind == "resumed":  # the signals that resumed it, in the same transaction
+            task["signals"] = [s.for_worker() for s in
+                               (yield from suspension.resumed_signals(ex))]
+        tasks.append((task, payloads[ex.execution_id]))
+    return Claim(tuple(tasks), tuple(woken))
 
 
 def _payloads(ids: list[str]) -> Op:

@@ -214,33 +214,46 @@ def wait_children(execution_id: str, fence: Fence, ctx: Ctx) -> Op:
 
 # -- signals -------------------------------------------------------------------------------------
 
+#: The waitpoint, the first signal with the call's idempotency key inside its window, and
+#: whether the signal id is taken: one statement.
+_SIGNAL_TARGET = (
+    "SELECT w.*, (SELECT signal_id FROM ff_signal WHERE execution_id = ? AND waitpoint_id = ? "
+    "AND idempotency_key = ? AND dedup_expires_at > ?) AS first_signal_id, "
+    "(SELECT 1 FROM ff_signal WHERE execution_id = ? AND signal_id = ?) AS id_taken "
+    "FROM (SELECT 1 AS one) AS o LEFT JOIN ff_waitpoint w ON w.waitpoint_id = ?")
+
+
 def deliver(execution_id: str, a: sp.SignalArgs, ctx: Ctx) -> Op:
     """``(answer, woken lanes)``."""
     ex = yield from _load(execution_id)
     keys = yield from load_keys()
-    row = yield one("SELECT * FROM ff_waitpoint WHERE waitpoint_id = ?", a.waitpoint_id)
-    wp = _waitpoint(row) if row else None
-    first = None
-    if a.idempotency_key is not None and wp is not None:
-        dup = yield one("SELECT signal_id FROM ff_signal WHERE execution_id = ? AND "
-                        "waitpoint_id = ? AND idempotency_key = ? AND dedup_expires_at > ?",
-                        execution_id, a.waitpoint_id, a.idempotency_key, ctx.now)
-        first = dup["signal_id"] if dup else None
+    row = yield one(_SIGNAL_TARGET, execution_id, a.waitpoint_id, a.idempotency_key, ctx.now,
+                    execution_id, a.signal_id, a.waitpoint_id)
+    wp = _waitpoint(row) if row["waitpoint_id"] is not None else None
+    first = row["first_signal_id"] if wp is not None and a.idempotency_key is not None else None
     wp_before = wp.to_row() if wp else None
     before = ex.snapshot()
     done = sp.deliver(ex, wp, first, keys, a, ctx)
     if done.signal is None:
         return done.answer, ()
     assert wp is not None
-    exists = yield one("SELECT 1 AS x FROM ff_signal WHERE execution_id = ? AND signal_id = ?",
-                       execution_id, a.signal_id)
-    if exists:
+    if row["id_taken"]:
         raise SignalIdInUse.of(signal_id=a.signal_id, execution_id=execution_id)
     row = done.signal.to_row()
     yield later(_SIG_INSERT, *(row[c] for c in sp.SIGNAL_COLUMNS))
     yield from _save_waitpoint(wp, wp_before)
     woken = yield from _write(ex, before, done.effect, ctx)
     return done.answer, woken
+
+
+def resumed_signals(ex: Execution) -> Op:
+    """The signals that resumed ``ex``'s current attempt, in the order they counted."""
+    ids = sp.satisfiers(ex)
+    if not ids:
+        return []
+    found = yield from _signals(ex.execution_id, f"signal_id IN "
+                                f"({', '.join('?' * len(ids))})", *ids)
+    return found
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -265,12 +278,7 @@ def resume_signals(execution_id: str) -> Op:
     row = yield one("SELECT * FROM ff_exec WHERE execution_id = ?", execution_id)
     if row is None:
         return []
-    ids = sp.satisfiers(Execution.from_row(row))
-    if not ids:
-        return []
-    found = yield from _signals(execution_id, f"signal_id IN ({', '.join('?' * len(ids))})",
-                                *ids)
-    return found
+    return (yield from resumed_signals(Execution.from_row(row)))
 
 
 # -- the pending-waitpoint expiry scanner -----------------------------------------------------------
