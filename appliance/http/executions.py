@@ -34,6 +34,7 @@ from appliance.core.partitions import flow_partition
 from appliance.core.policy import PolicyBody, parse_policy
 from appliance.core.record import Execution
 from appliance.core.schema import Body, Byte, Int32, Str256, Str1024, Str4096, Time
+from appliance.core.suspension import is_open, load_suspension
 from appliance.core.transitions import (
     OPERATOR,
     CancelArgs,
@@ -230,6 +231,15 @@ def execution_info(ex: Execution) -> dict[str, Any]:
                 "failure_reason": ex.failure_reason, "failure_category": ex.failure_category,
                 "cancellation_reason": ex.cancellation_reason}
     info.update({k: v for k, v in optional.items() if v is not None})
+    suspension = load_suspension(ex)
+    if is_open(suspension):  # its ids and timeout, never its tokens
+        assert suspension is not None
+        info["current_suspension_id"] = suspension["suspension_id"]
+        info["current_waitpoint_id"] = suspension["waitpoints"][0]["waitpoint_id"]
+        if ex.suspension_timeout_at is not None:
+            info["suspension_timeout_at"] = ex.suspension_timeout_at
+    if ex.signal_count:
+        info["signal_count"] = ex.signal_count
     return info
 
 

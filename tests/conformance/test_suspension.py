@@ -58,6 +58,28 @@ async def test_a_fresh_suspend_releases_the_lease(ff):
     assert await claimable_ids(ff, task["lane_id"]) == set()
 
 
+async def test_the_execution_shows_its_suspension_but_no_reader_sees_a_token(ff):
+    eid, task = await running(ff)
+    reply = await suspend(ff, task, all_of(single("a", "x"), single("b")), timeout_ms=60_000)
+    body = reply.body["Suspended"]
+    tokens = [w["token"] for w in body["waitpoints"]]
+    info = await ff.call("GET", exec_url(eid))
+    assert info.status == 200
+    assert (info.body["current_suspension_id"], info.body["current_waitpoint_id"],
+            info.body["suspension_timeout_at"]) == (
+        body["suspension_id"], body["waitpoints"][0]["waitpoint_id"], ff.clock.now_ms() + 60_000)
+    await accepted(ff, eid, body["waitpoints"][0], "x")
+    for path in (exec_url(eid), exec_url(eid, "/pending-waitpoints"), exec_url(eid, "/state")):
+        read = await ff.call("GET", path)
+        assert read.status == 200 and not any(t in str(read.body) for t in tokens), path
+        assert not any(t.split(":")[1] in str(read.body) for t in tokens), path
+    info = (await ff.call("GET", exec_url(eid))).body
+    assert info["signal_count"] == 1
+    await resume(ff, eid)
+    info = (await ff.call("GET", exec_url(eid))).body
+    assert "current_suspension_id" not in info and "suspension_timeout_at" not in info
+
+
 async def test_reason_codes_show_as_blocking_reasons(ff):
     for code, shown in (("manual_pause", "paused_by_operator"),
                         ("waiting_for_operator_review", "paused_by_operator"),
