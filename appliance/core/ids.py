@@ -41,16 +41,16 @@ def parse_execution_id(text: object, field: str = "execution_id") -> ExecutionId
     return ExecutionId(int(digits), parse_uuid(text[close + 2:], field))
 
 
-def _shown(text: str) -> str:
-    """A client's text in a message, cut short (a message never echoes kilobytes)."""
-    return repr(text) if len(text) <= 80 else repr(text[:60]) + f"… ({len(text)} characters)"
+def _shown(value: object) -> str:
+    """A client's value in a message, cut short (a message never echoes kilobytes)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "…"
 
 
 def parse_uuid(text: object, field: str) -> str:
     """Validate a hyphenated UUID; returns it in canonical lowercase form."""
     if not isinstance(text, str) or len(text) != 36:
-        shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:60] + "…"
-        raise InvalidInput(f"invalid {field}: {shown} is not a hyphenated UUID "
+        raise InvalidInput(f"invalid {field}: {_shown(text)} is not a hyphenated UUID "
                            f"like 550e8400-e29b-41d4-a716-446655440000")
     try:
         return str(uuid.UUID(text))

@@ -88,7 +88,8 @@ def invalid(exc: msgspec.ValidationError, kind: type[Any] | None = None,
     if what == "Invalid base64 encoded string":
         return error(f"{name}: is not valid base64")
     if m := re.match(r"Invalid enum value (.*)$", what):
-        return error(f"{name}: {m[1]} is not one of the allowed values (see spec/http-api.md)")
+        shown = m[1] if len(m[1]) <= 80 else m[1][:60] + "…"
+        return error(f"{name}: {shown} is not one of the allowed values (see spec/http-api.md)")
     return error(f"{name}: {what}")
 
 

@@ -32,7 +32,7 @@ from .errors import (
 )
 from .handle import Fence
 from .operations import Ctx, Missing, operation
-from .outcomes import Outcome
+from .outcomes import AlreadySatisfied, Outcome
 from .record import Execution
 from .state import (
     AttemptState,
@@ -128,6 +128,7 @@ class Signal:
         return {"signal_id": self.signal_id, "signal_name": self.signal_name,
                 "signal_category": self.signal_category, "source_type": self.source_type,
                 "source_identity": self.source_identity, "correlation_id": self.correlation_id,
+                "target_scope": self.target_scope, "created_at": self.created_at,
                 "accepted_at": self.accepted_at, "payload_encoding": self.payload_encoding,
                 "payload": list(data) if data is not None else None,
                 "payload_b64": base64.b64encode(data).decode() if data is not None else None}
@@ -556,12 +557,6 @@ class WaitingChildren(Outcome):
     unresolved: int
 
 
-@dataclass(frozen=True, slots=True)
-class ChildrenDone(Outcome):
-    TAG = "AlreadySatisfied"
-    reason: str
-
-
 def wait_children(ex: Execution, fence: Fence, pending: bool, unresolved: int,
                   ctx: Ctx) -> Effect:
     """Release the lease until the execution's inbound dependencies resolve (``pending``:
@@ -570,7 +565,7 @@ def wait_children(ex: Execution, fence: Fence, pending: bool, unresolved: int,
     if expired is not None:
         return expired
     if not pending:
-        return Effect(ChildrenDone("no_pending_dependencies"))
+        return Effect(AlreadySatisfied("no_pending_dependencies"))
     _clear_lease(ex)
     set_state(ex, ctx, Phase.RUNNABLE, Ownership.UNOWNED, Eligibility.BLOCKED_BY_DEPENDENCIES,
               Blocking.WAITING_FOR_CHILDREN, TerminalOutcome.NONE,
@@ -620,7 +615,6 @@ __all__ = [
     "SIGNAL_COLUMNS",
     "TIMEOUT_BEHAVIORS",
     "WAITPOINT_COLUMNS",
-    "ChildrenDone",
     "Delivery",
     "ResumeArgs",
     "Resumed",

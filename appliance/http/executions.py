@@ -194,6 +194,12 @@ def fence_of(body: CancelBody, execution_id: str) -> Fence | None:
 
 # -- answers ------------------------------------------------------------------------------------
 
+#: What ``GET /v1/executions/{id}`` shows of the current or last suspension.
+SUSPENSION_SHOWN = ("suspension_id", "reason_code", "requested_by", "created_at", "timeout_at",
+                    "timeout_behavior", "closed_at", "close_reason", "resume_trigger",
+                    "closer_signal_id")
+
+
 def execution_info(ex: Execution) -> dict[str, Any]:
     """ExecutionInfo in the original's shape, plus counters a user wants to see."""
     info: dict[str, Any] = {
@@ -232,12 +238,13 @@ def execution_info(ex: Execution) -> dict[str, Any]:
                 "cancellation_reason": ex.cancellation_reason}
     info.update({k: v for k, v in optional.items() if v is not None})
     suspension = load_suspension(ex)
-    if is_open(suspension):  # its ids and timeout, never its tokens
-        assert suspension is not None
-        info["current_suspension_id"] = suspension["suspension_id"]
-        info["current_waitpoint_id"] = suspension["waitpoints"][0]["waitpoint_id"]
-        if ex.suspension_timeout_at is not None:
-            info["suspension_timeout_at"] = ex.suspension_timeout_at
+    if suspension is not None:  # the current or last one: never its tokens
+        if is_open(suspension):
+            info["current_suspension_id"] = suspension["suspension_id"]
+            info["current_waitpoint_id"] = suspension["waitpoints"][0]["waitpoint_id"]
+            if ex.suspension_timeout_at is not None:
+                info["suspension_timeout_at"] = ex.suspension_timeout_at
+        info["suspension"] = {k: suspension.get(k) for k in SUSPENSION_SHOWN}
     if ex.signal_count:
         info["signal_count"] = ex.signal_count
     return info

@@ -5,7 +5,7 @@ Suspension and signals)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta
 from quart import Blueprint, Response
@@ -42,11 +42,11 @@ class SuspendBody(Body):
     handle: Any
     resume_condition: Any
     waitpoints: Annotated[list[WaitpointKey], Meta(max_length=256)] | None = None
-    reason_code: Str256 = "waiting_for_signal"
-    requested_by: Str256 = "worker"
+    reason_code: Literal[tuple(sp.REASONS)] = "waiting_for_signal"  # type: ignore[valid-type]
+    requested_by: Literal[sp.REQUESTERS] = "worker"  # type: ignore[valid-type]
     timeout_at: Time | None = None
     timeout_ms: Duration | None = None
-    timeout_behavior: Str256 = "fail"
+    timeout_behavior: Literal[sp.TIMEOUT_BEHAVIORS] = "fail"  # type: ignore[valid-type]
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=1024)] | None = None
 
 
@@ -96,16 +96,6 @@ class RotateBody(Body):
     new_secret_hex: Any
 
 
-def _choice(value: str, allowed: tuple[str, ...], name: str) -> str:
-    if value not in allowed:
-        raise InvalidInput(f"{name}: must be one of {', '.join(allowed)}, got {value[:80]!r}")
-    return value
-
-
-def _dedup_ttl(ms: int | None) -> int:
-    return min(ms or sp.DEFAULT_DEDUP_TTL_MS, sp.DEDUP_TTL_MAX_MS)
-
-
 def routes(service: Service, r: Routes) -> Blueprint:
     bp = Blueprint("suspension", __name__)
     sus = service.suspensions
@@ -144,11 +134,9 @@ def routes(service: Service, r: Routes) -> Blueprint:
         sp.check_timeout(timeout_at, tree, now)
         result = await sus.suspend(
             eid, fence, tree, keys,
-            reason_code=_choice(body.reason_code, tuple(sp.REASONS), "reason_code"),
-            requested_by=_choice(body.requested_by, sp.REQUESTERS, "requested_by"),
+            reason_code=body.reason_code, requested_by=body.requested_by,
             timeout_at=timeout_at,
-            timeout_behavior=_choice(body.timeout_behavior, sp.TIMEOUT_BEHAVIORS,
-                                     "timeout_behavior"),
+            timeout_behavior=body.timeout_behavior,
             idempotency_key=body.idempotency_key)
         return json_response(result.wire(), headers=NO_STORE)
 
@@ -174,7 +162,7 @@ def routes(service: Service, r: Routes) -> Blueprint:
             parse_uuid(body.waitpoint_id, "waitpoint_id"), signal_id, body.signal_name,
             body.signal_category, body.source_type, body.source_identity, body.target_scope,
             body.waitpoint_token, body.correlation_id, body.idempotency_key,
-            _dedup_ttl(body.dedup_ttl_ms), body.created_at, data if given else None,
+            body.dedup_ttl_ms or sp.DEFAULT_DEDUP_TTL_MS, body.created_at, data if given else None,
             body.payload_encoding, body.resume_delay_ms,
             sp.DEFAULT_MAX_SIGNALS if body.max_signals_per_execution is None
             else body.max_signals_per_execution)
@@ -203,7 +191,7 @@ def routes(service: Service, r: Routes) -> Blueprint:
             signal_name=body.signal_name,
             idempotency_suffix=body.idempotency_suffix or fresh_uuids(1)[0],
             lane_id=validate_lane(body.lane_id),
-            dedup_ttl_ms=_dedup_ttl(body.signal_dedup_ttl_ms),
+            dedup_ttl_ms=body.signal_dedup_ttl_ms or sp.DEFAULT_DEDUP_TTL_MS,
             max_signals_per_execution=sp.DEFAULT_MAX_SIGNALS
             if body.max_signals_per_execution is None else body.max_signals_per_execution)
         return json_response(answer.wire())

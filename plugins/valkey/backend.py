@@ -36,7 +36,7 @@ from appliance.core.errors import (
 from appliance.core.handle import Fence
 from appliance.core.ids import fresh_uuid, fresh_uuids, parse_execution_id
 from appliance.core.operations import Applied, Ctx, Mutation, Operation, args_to_dict
-from appliance.core.outcomes import Outcome, from_wire
+from appliance.core.outcomes import AlreadySatisfied, Outcome, from_wire
 from appliance.core.partitions import flow_partition, solo_partition
 from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
@@ -456,22 +456,28 @@ class ValkeyBackend(BackendBase):
                                           {"ids": list(ids), "reason": reason})
         return codec.listed(answer["ok"])
 
+    async def _earliest_due(self, index: str, now: int, limit: int
+                            ) -> list[tuple[float, str, int]]:
+        """The ``limit`` earliest members due by ``now`` of every partition's ``index``
+        (one pipeline): ``(score, member, partition)``, earliest first."""
+        partitions = range(self.env.partitions.flow)
+
+        def due(pipe: Any) -> None:
+            for p in partitions:
+                pipe.zrangebyscore(keys.partition(p, index), "-inf", now, start=0, num=limit,
+                                   withscores=True)
+
+        found = await self._conn().pipeline(due)
+        return sorted((score, member.decode(), p)
+                      for p, rows in zip(partitions, found, strict=True)
+                      for member, score in rows)[:limit]
+
     async def owed_flow_cancels(self, now: int, limit: int) -> dict[str, tuple[str, list[str]]]:
         """Every partition's backlog in one pipeline, earliest first; the reasons in a
         second."""
         if limit <= 0:
             return {}
-        partitions = range(self.env.partitions.flow)
-
-        def due(pipe: Any) -> None:
-            for p in partitions:
-                pipe.zrangebyscore(keys.partition(p, "flow_cancel"), "-inf", now, start=0,
-                                   num=limit, withscores=True)
-
-        found = await self._conn().pipeline(due)
-        entries = sorted((score, member.decode(), p) for p, rows in zip(partitions, found,
-                                                                      strict=True)
-                         for member, score in rows)[:limit]
+        entries = await self._earliest_due("flow_cancel", now, limit)
         flows: dict[str, int] = {}
         for _, member, p in entries:
             flows.setdefault(member.partition("|")[0], p)
@@ -648,7 +654,7 @@ class ValkeyBackend(BackendBase):
         ok = answer["ok"]
         if "WaitingChildren" in ok:
             return sp.WaitingChildren(**ok["WaitingChildren"])
-        return sp.ChildrenDone(**ok["AlreadySatisfied"])
+        return AlreadySatisfied(**ok["AlreadySatisfied"])
 
     async def deliver_signal(self, execution_id: str, args: sp.SignalArgs
                              ) -> tuple[sp.SignalAnswer, tuple[str, ...]]:
@@ -685,17 +691,7 @@ class ValkeyBackend(BackendBase):
         close through one FCALL per partition that has any (a second pipeline)."""
         if limit <= 0:
             return 0
-        partitions = range(self.env.partitions.flow)
-
-        def due(pipe: Any) -> None:
-            for p in partitions:
-                pipe.zrangebyscore(keys.partition(p, "wp_pending"), "-inf", now, start=0,
-                                   num=limit, withscores=True)
-
-        found = await self._conn().pipeline(due)
-        entries = sorted((score, member.decode(), p) for p, rows in zip(partitions, found,
-                                                                      strict=True)
-                         for member, score in rows)[:limit]
+        entries = await self._earliest_due("wp_pending", now, limit)
         by_partition: dict[int, list[str]] = {}
         for _, wid, p in entries:
             by_partition.setdefault(p, []).append(wid)

@@ -75,9 +75,14 @@ async def test_the_execution_shows_its_suspension_but_no_reader_sees_a_token(ff)
         assert not any(t.split(":")[1] in str(read.body) for t in tokens), path
     info = (await ff.call("GET", exec_url(eid))).body
     assert info["signal_count"] == 1
-    await resume(ff, eid)
+    assert info["suspension"]["reason_code"] == "waiting_for_signal"
+    assert info["suspension"]["close_reason"] is None
+    await resume(ff, eid, trigger_type="auto_resume")
     info = (await ff.call("GET", exec_url(eid))).body
     assert "current_suspension_id" not in info and "suspension_timeout_at" not in info
+    assert (info["suspension"]["suspension_id"], info["suspension"]["close_reason"],
+            info["suspension"]["resume_trigger"], info["suspension"]["requested_by"]) == (
+        body["suspension_id"], "resumed", "auto_resume", "worker")
 
 
 async def test_reason_codes_show_as_blocking_reasons(ff):
