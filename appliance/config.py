@@ -46,6 +46,8 @@ SETTINGS = (
             "overrides per execution)"),
     Setting("FF_DEFAULT_LEASE_TTL_MS", "30000", "lease TTL when claim-task gives none"),
     Setting("FF_MAX_CLAIM_WAIT_MS", "30000", "longest long-poll a claim-task may ask for"),
+    Setting("FF_WORKER_LIVENESS_TTL_MS", "30000",
+            "a worker registered by its claims is alive this long after it was last seen"),
     Setting("FF_CLAIM_REPOLL_MS", "1000",
             "a long-polling claim also looks again this often, in case a wake-up from another "
             "appliance was lost; 0: only when woken"),
@@ -87,6 +89,7 @@ class Config:
     retention_ms: int = 86_400_000
     default_lease_ttl_ms: int = 30_000
     max_claim_wait_ms: int = 30_000
+    worker_liveness_ttl_ms: int = 30_000
     #: 0: a long-polling claim looks again only when woken.
     claim_repoll_s: float = 1.0
     body_timeout_s: float = 30.0
@@ -151,6 +154,8 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
         default_lease_ttl_ms=_int("FF_DEFAULT_LEASE_TTL_MS", get("FF_DEFAULT_LEASE_TTL_MS"), 1,
                                   86_400_000),
         max_claim_wait_ms=_int("FF_MAX_CLAIM_WAIT_MS", get("FF_MAX_CLAIM_WAIT_MS"), 0, 300_000),
+        worker_liveness_ttl_ms=_int("FF_WORKER_LIVENESS_TTL_MS",
+                                    get("FF_WORKER_LIVENESS_TTL_MS"), 1000, 86_400_000),
         claim_repoll_s=_int("FF_CLAIM_REPOLL_MS", get("FF_CLAIM_REPOLL_MS"), 0, 3_600_000) / 1000,
         body_timeout_s=_int("FF_BODY_TIMEOUT_MS", get("FF_BODY_TIMEOUT_MS"), 100,
                             3_600_000) / 1000,

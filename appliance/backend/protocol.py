@@ -18,6 +18,8 @@ from typing import Any
 
 import trio
 
+from appliance.core import admission as adm
+from appliance.core.admission import Granted
 from appliance.core.clock import Clock, SystemClock
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import FlowFabricError, Unavailable
@@ -49,7 +51,7 @@ from appliance.core.tokens import Keystore, Rotation
 
 #: The operations that are not rule-shaped, as ``capabilities()`` names them.
 BASIC = ("create", "claim", "get_execution", "get_result", "list_executions", "due",
-         "create_flow", "suspend")
+         "create_flow", "suspend", "create_budget")
 
 
 @dataclass(slots=True)
@@ -70,6 +72,10 @@ class Claim:
     tasks: tuple[Task, ...] = ()
     #: The lane once per execution the claim made claimable, the ones it took included.
     woken: tuple[str, ...] = ()
+    #: A grant claim's grants (``ClaimArgs.grant_ttl_ms``).
+    grants: tuple[Granted, ...] = ()
+    #: When work held back by a quota's rate window may be claimed (None: none is).
+    retry_at: int | None = None
 
 
 class BackendBase:
@@ -248,6 +254,59 @@ class BackendBase:
     async def expire_pending_waitpoints(self, now: int, limit: int) -> int:
         """Close pending waitpoints whose ``expires_at`` passed (``never_committed``)."""
         raise Unavailable("expire_pending_waitpoints", self.name)
+
+    # -- admission (spec/admission.md) ------------------------------------------------------
+    async def redeem_grant(self, execution_id: str, args: ClaimArgs) -> Task:
+        """Lease the execution a grant reserved for ``args.worker_id``."""
+        raise Unavailable("redeem_grant", self.name)
+
+    async def reclaim_grant(self, execution_id: str, args: ClaimArgs) -> dict[str, Any]:
+        """Grant a reclaimable execution (lease expired or revoked) to ``args.worker_id``
+        after admission: the original's status-tagged answer."""
+        raise Unavailable("reclaim_grant", self.name)
+
+    async def create_budget(self, budget: adm.Budget) -> bool:
+        """Store a new budget; False when the id is taken (the stored one is kept)."""
+        raise Unavailable("create_budget", self.name)
+
+    async def get_budget(self, budget_id: str) -> adm.Budget | None:
+        raise Unavailable("get_budget", self.name)
+
+    async def report_usage(self, budget_id: str, report: adm.UsageReport,
+                           lease: tuple[str, Fence] | None) -> adm.UsageAnswer:
+        """Check-before-increment (``admission.report_usage``); ``lease``: a worker's
+        report, refused unless its lease holds and the execution names the budget."""
+        raise Unavailable("report_usage", self.name)
+
+    async def reset_budget(self, budget_id: str) -> int:
+        """Zero the usage; the next reset time (0: none)."""
+        raise Unavailable("reset_budget", self.name)
+
+    async def reset_due_budgets(self, now: int, limit: int) -> int:
+        raise Unavailable("reset_due_budgets", self.name)
+
+    async def create_quota(self, quota: adm.Quota) -> bool:
+        raise Unavailable("create_quota", self.name)
+
+    async def get_quota(self, quota_id: str) -> dict[str, Any] | None:
+        """``Quota.view``: the policy with its slots held and window counted now."""
+        raise Unavailable("get_quota", self.name)
+
+    async def reconcile_quotas(self, now: int, limit: int) -> int:
+        """Housekeeping of quota state (expired window entries, stale holders)."""
+        raise Unavailable("reconcile_quotas", self.name)
+
+    async def register_worker(self, worker: adm.Worker, explicit: bool) -> bool:
+        """Upsert a registry entry (``admission.merge_worker``); True when new."""
+        raise Unavailable("register_worker", self.name)
+
+    async def list_workers(self, lane: str | None, after: str | None,
+                           limit: int) -> tuple[list[adm.Worker], str | None]:
+        raise Unavailable("list_workers", self.name)
+
+    async def lane_position(self, ex: Execution) -> int:
+        """How many claimable executions of its lane a claim takes before ``ex``."""
+        raise Unavailable("lane_position", self.name)
 
 
 #: Type alias used in signatures: anything shaped like BackendBase.

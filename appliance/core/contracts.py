@@ -37,6 +37,8 @@ class ClaimArgs:
     lease_ttl_ms: int
     #: Lease up to this many executions in one claim.
     max_tasks: int = 1
+    #: Given, the claim grants (``admission.grant``) instead of leasing.
+    grant_ttl_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

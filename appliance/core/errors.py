@@ -87,6 +87,13 @@ class InvalidCapabilities(InvalidInput):
     kind = "invalid_capabilities"
 
 
+class CapabilityMismatch(InvalidInput):
+    kind = "capability_mismatch"
+    template = ("the worker lacks capabilities {missing} that execution {execution_id} "
+                "requires")
+    exposed = ("missing",)
+
+
 class InvalidTagKey(InvalidInput):
     kind = "invalid_tag_key"
 
@@ -187,6 +194,16 @@ class ResultNotFound(NotFound):
     kind = "result_not_found"
 
 
+class BudgetNotFound(NotFound):
+    kind = "budget_not_found"
+    template = "budget {budget_id} not found"
+
+
+class QuotaNotFound(NotFound):
+    kind = "quota_not_found"
+    template = "quota policy {quota_policy_id} not found"
+
+
 class FlowNotFound(NotFound):
     kind = "flow_not_found"
     template = "flow not found: {flow_id}"
@@ -236,6 +253,30 @@ class ExecutionNotActive(Conflict):
                 "terminal_outcome={terminal_outcome}); the lease this request names is no "
                 "longer held")
     exposed = ("lifecycle_phase", "terminal_outcome", "lease_epoch", "attempt_id")
+
+
+class InvalidClaimGrant(Conflict):
+    kind = "invalid_claim_grant"
+    retryable = True
+    template = "execution {execution_id} holds no claim grant for worker {worker_id}"
+
+
+class ClaimGrantExpired(Conflict):
+    kind = "claim_grant_expired"
+    retryable = True
+    template = "the claim grant of execution {execution_id} expired at {expires_at}"
+
+
+class BudgetNotAttached(Conflict):
+    kind = "budget_not_attached"
+    template = ("execution {execution_id} does not name budget {budget_id} in its "
+                "policy.budget_ids")
+
+
+class InstanceIdReassigned(Conflict):
+    kind = "instance_id_reassigned"
+    template = ("worker instance {worker_instance_id} is registered under worker "
+                "{registered_worker_id}, not {worker_id}; use a new instance id")
 
 
 class ExecutionNotEligible(Conflict):
@@ -378,6 +419,21 @@ class ResourceExhausted(FlowFabricError):
     status = 429
     kind = "resource_exhausted"
     retryable = True
+
+
+class BudgetExhausted(ResourceExhausted):
+    kind = "budget_exhausted"
+    retryable = True
+    template = ("budget {budget_id}: {dimension} reached its hard limit ({usage}/{hard_limit});"
+                " attached work waits for a reset")
+    exposed = ("budget_id", "dimension")
+
+
+class QuotaExceeded(ResourceExhausted):
+    kind = "quota_exceeded"
+    retryable = True
+    template = "quota {quota_policy_id}: {why}"
+    exposed = ("quota_policy_id", "retry_after_ms")
 
 
 class RotationBusy(ResourceExhausted):

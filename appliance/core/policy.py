@@ -20,12 +20,14 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
-from .errors import InvalidCapabilities, InvalidPolicyJson
+from .errors import InvalidCapabilities, InvalidInput, InvalidPolicyJson
+from .ids import parse_uuid
 from .limits import DURATION_MAX_MS, TIME_MAX_MS, U32_MAX
 from .schema import Body, convert, lenient
 
 CAPS_MAX_TOKENS = 256
 CAPS_MAX_BYTES = 4096
+MAX_BUDGETS = 16
 MULTIPLIER_MAX = 1000.0
 #: The version of the stored form (``v``); ``load_policy`` reads every version leniently.
 POLICY_VERSION = 1
@@ -92,7 +94,8 @@ class PolicyBody(Body):
     max_signals_per_execution: Annotated[int, Meta(ge=1, le=U32_MAX)] = 10_000
     routing_requirements: RoutingBody | None = None
     suspension_policy: Any = None
-    budget_ids: list[Any] | None = None
+    budget_ids: Any = None  # checked by _budget_ids (each a UUID)
+    quota_policy_id: Any = None
     dedup_window_ms: Duration | None = None
     stream_policy: StreamPolicyBody | None = None
     fallback_policy: FallbackBody | None = None
@@ -175,6 +178,8 @@ class ExecutionPolicy:
     fallback_tiers: tuple[dict[str, Any], ...] = ()
     priority: int | None = None
     delay_until: int | None = None
+    budget_ids: tuple[str, ...] = ()
+    quota_policy_id: str | None = None
 
     def to_json(self) -> str:
         """Normalised form stored with the execution (defaults filled in)."""
@@ -198,6 +203,10 @@ class ExecutionPolicy:
             doc["stream_policy"] = {"retention_ttl_ms": self.retention_ttl_ms}
         if self.fallback_tiers:
             doc["fallback_policy"] = {"tiers": list(self.fallback_tiers)}
+        if self.budget_ids:
+            doc["budget_ids"] = list(self.budget_ids)
+        if self.quota_policy_id:
+            doc["quota_policy_id"] = self.quota_policy_id
         return json.dumps(doc, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
@@ -230,8 +239,8 @@ def from_body(body: PolicyBody, *, strict: bool) -> ExecutionPolicy:
                               "is not supported by this build; remove it")
     if strict and body.suspension_policy is not None:
         raise _refuse("suspension_policy", "is not supported by this build yet; remove it")
-    if strict and body.budget_ids not in (None, []):
-        raise _refuse("budget_ids", "budgets are not supported by this build yet; remove it")
+    budgets = _budget_ids(body.budget_ids, strict)
+    quota = _uuid_or_none(body.quota_policy_id, "quota_policy_id", strict)
     timeout = body.timeout_policy
     max_reclaim = body.max_reclaim_count
     if timeout is not None and timeout.max_reclaim_count is not None:
@@ -252,7 +261,34 @@ def from_body(body: PolicyBody, *, strict: bool) -> ExecutionPolicy:
                                        else ())),
         priority=body.priority,
         delay_until=body.delay_until,
+        budget_ids=budgets,
+        quota_policy_id=quota,
     )
+
+
+def _uuid_or_none(raw: Any, where: str, strict: bool) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return parse_uuid(raw, f"policy.{where}")
+    except InvalidInput as exc:
+        if strict:
+            raise InvalidPolicyJson(exc.message) from None
+        return None
+
+
+def _budget_ids(raw: Any, strict: bool) -> tuple[str, ...]:
+    """Sorted, distinct budget UUIDs (at most ``MAX_BUDGETS``)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        if strict:
+            raise _refuse("budget_ids", "must be an array of budget ids (UUIDs)")
+        return ()
+    if strict and len(raw) > MAX_BUDGETS:
+        raise _refuse("budget_ids", f"names {len(raw)} budgets; at most {MAX_BUDGETS}")
+    ids = (_uuid_or_none(b, f"budget_ids[{i}]", strict) for i, b in enumerate(raw))
+    return tuple(sorted({b for b in ids if b is not None}))[:MAX_BUDGETS]
 
 
 def _retry(body: RetryPolicyBody | None, strict: bool) -> RetryPolicy | None:

@@ -83,6 +83,13 @@ class Execution:
     suspension_timeout_at: int | None = None
     signal_count: int = 0
     waitpoints_open: int = 0
+    # admission (spec/admission.md): the attached budgets (sorted CSV) and quota, the class
+    # claims group by, and a claim grant (a scanner clock while it lives)
+    budget_ids: str = ""
+    quota_policy_id: str = ""
+    claim_class: str = ""
+    grant_worker_id: str | None = None
+    grant_expires_at: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> Execution:
@@ -129,6 +136,18 @@ class Attempt:
 
     def to_row(self) -> dict[str, Any]:
         return dict(zip(ATTEMPT_COLUMNS, _ATTEMPT_VALUES(self), strict=True))
+
+
+#: Claim classes join the required capabilities, budgets and quota with this byte, which a
+#: capability may not hold (spec/admission.md § Admission classes).
+CLASS_SEP = "\n"
+
+
+def claim_class(required: str, budget_ids: str, quota_policy_id: str) -> str:
+    """The class a claim groups executions by: what it takes to run one."""
+    if not budget_ids and not quota_policy_id:
+        return required
+    return CLASS_SEP.join((required, budget_ids, quota_policy_id))
 
 
 EXECUTION_COLUMNS = tuple(f.name for f in fields(Execution))

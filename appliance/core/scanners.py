@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .admission import ExpireGrantArgs, expire_grant
 from .operations import Operation, jitter_draw
 from .settings import Setting
 from .suspension import expire_suspension
@@ -74,6 +75,8 @@ SCANNERS: tuple[Scanner, ...] = (
             expire_execution, "execution_deadline_at", "edl"),
     Scanner("suspension_timeout", "FF_SUSPENSION_TIMEOUT_INTERVAL_S", 2, False, 50,
             expire_suspension, "suspension_timeout_at", "susp"),
+    Scanner("grant_expiry", "FF_GRANT_EXPIRY_INTERVAL_MS", 1000, True, 50, expire_grant,
+            "grant_expires_at", "grant", args=ExpireGrantArgs),
     Scanner("retention_trimmer", "FF_RETENTION_TRIMMER_INTERVAL_S", 60, False, 20, purge,
             "purge_at", "purge"),
 )
@@ -87,6 +90,10 @@ STORE_SCANNERS: tuple[Periodic, ...] = (
              100),
     # Pending waitpoints past their expires_at close as never_committed (spec/suspension.md).
     Periodic("pending_waitpoint_expiry", "FF_PENDING_WP_EXPIRY_INTERVAL_S", 5, False, 100),
+    # Budgets whose next_reset_at came are reset; quota windows trimmed, drift repaired
+    # (spec/admission.md).
+    Periodic("budget_reset", "FF_BUDGET_RESET_INTERVAL_S", 15, False, 20),
+    Periodic("quota_reconciler", "FF_QUOTA_RECONCILER_INTERVAL_S", 30, False, 500),
 )
 
 BY_NAME = {s.name: s for s in SCANNERS}

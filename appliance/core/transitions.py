@@ -51,7 +51,7 @@ from .outcomes import (
 )
 from .outcomes import Outcome as Answer
 from .policy import ExecutionPolicy, load_policy
-from .record import Attempt, Execution
+from .record import Attempt, Execution, claim_class
 from .state import (
     RECLAIMABLE,
     AttemptState,
@@ -83,6 +83,7 @@ def set_state(ex: Execution, ctx: Ctx, phase: str, ownership: str, eligibility: 
     ex.blocking_detail = detail
     ex.public_state = derive_public_state(phase, eligibility, outcome)
     ex.claimable = int(is_claimable(phase, ownership, eligibility))
+    ex.grant_worker_id = ex.grant_expires_at = None  # a state change voids a claim grant
     ex.last_transition_at = ex.last_mutation_at = ctx.now
     if eligibility != Eligibility.NOT_ELIGIBLE_UNTIL_TIME:
         ex.delay_until = None
@@ -161,7 +162,9 @@ def create(args: CreateArgs, ctx: Ctx) -> Execution:
         priority=_clamp_priority(args.priority), creator_identity=args.creator_identity,
         created_at=ctx.now, payload_encoding=args.payload_encoding, policy=policy.to_json(),
         required_capabilities=",".join(policy.required_capabilities),
-        tags=_tags_json(args.tags), flow_id=args.flow_id)
+        tags=_tags_json(args.tags), flow_id=args.flow_id,
+        budget_ids=",".join(policy.budget_ids), quota_policy_id=policy.quota_policy_id or "")
+    ex.claim_class = claim_class(ex.required_capabilities, ex.budget_ids, ex.quota_policy_id)
     _runnable(ex, ctx, AttemptState.PENDING_FIRST_ATTEMPT, delay_until=args.delay_until,
               blocking_when_delayed=Blocking.WAITING_FOR_DELAY)
     deadlines = [d for d in (args.execution_deadline_at,

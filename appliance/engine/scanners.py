@@ -212,15 +212,27 @@ async def _expire_pending_waitpoints(backend: Backend, now: int, limit: int) -> 
     return ScanResult(processed=await backend.expire_pending_waitpoints(now, limit))
 
 
+async def _reset_budgets(backend: Backend, now: int, limit: int) -> ScanResult:
+    return ScanResult(processed=await backend.reset_due_budgets(now, limit))
+
+
+async def _reconcile_quotas(backend: Backend, now: int, limit: int) -> ScanResult:
+    return ScanResult(processed=await backend.reconcile_quotas(now, limit))
+
+
 STORE_SCANS: dict[str, Callable[[Backend, int, int], Awaitable[ScanResult]]] = {
     "dependency_reconciler": _reconcile_dependencies,
     "flow_cancel_reconciler": _reconcile_flow_cancels,
     "pending_waitpoint_expiry": _expire_pending_waitpoints,
+    "budget_reset": _reset_budgets,
+    "quota_reconciler": _reconcile_quotas,
 }
 #: The capability each store scan needs.
 STORE_SCAN_NEEDS = {"dependency_reconciler": "create_flow",
                     "flow_cancel_reconciler": "create_flow",
-                    "pending_waitpoint_expiry": "suspend"}
+                    "pending_waitpoint_expiry": "suspend",
+                    "budget_reset": "create_budget",
+                    "quota_reconciler": "create_budget"}
 
 
 def _count(result: ScanResult, eid: str, applied: Applied) -> None:

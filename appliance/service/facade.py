@@ -23,6 +23,7 @@ from appliance.core.operations import Applied, Mutation, Operation
 from appliance.core.outcomes import Outcome
 from appliance.core.record import Execution
 
+from .admission import Admission
 from .coalesce import Coalescer
 from .flows import Flows
 from .suspension import Suspensions
@@ -40,6 +41,7 @@ class Service:
         self._create_one = Coalescer(self.backend.create)
         self.flows = Flows(self)
         self.suspensions = Suspensions(self)
+        self.admission = Admission(self)
 
     # -- state changes --------------------------------------------------------------------
     async def apply(self, op: Operation[Any], execution_id: str, args: Any) -> Outcome:
@@ -80,8 +82,9 @@ class Service:
         """
         deadline = trio.current_time() + wait_ms / 1000
         repoll = self.config.claim_repoll_s or float("inf")
+        await self.admission.seen(args)
         while True:
-            woken = self.work.waiter(args.lane_id, args.max_tasks)
+            woken = self.work.waiter(args.lane_id, args.max_tasks, args.capabilities)
             got: list[Task] = []
             try:
                 claim = await self.backend.claim(args)
@@ -89,16 +92,19 @@ class Service:
                 # Its promotions made work claimable: wake the waiters for what it did not take.
                 self.wake(claim.woken[len(got):])
                 if got:
-                    return await self._resumed(got)
+                    return await self.resumed(got)
                 remaining = deadline - trio.current_time()
                 if remaining <= 0 or self.work.closing:
                     return []
-                with trio.move_on_after(min(remaining, repoll)):
+                # work held back by a quota's rate window is claimable again at retry_at
+                freed = (float("inf") if claim.retry_at is None else
+                         max(claim.retry_at - self.config.clock.now_ms(), 1) / 1000)
+                with trio.move_on_after(min(remaining, repoll, freed)):
                     await woken.wait()
             finally:
                 self.work.done(args.lane_id, woken, claimed=bool(got))
 
-    async def _resumed(self, tasks: list[Task]) -> list[Task]:
+    async def resumed(self, tasks: list[Task]) -> list[Task]:
         """Each task says whether it resumes a suspended attempt; one that does carries the
         signals that resumed it (read here unless the store's claim answered them)."""
         for task, _data in tasks:

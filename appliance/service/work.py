@@ -16,56 +16,71 @@ import trio
 
 
 class Waiter:
-    __slots__ = ("event", "want")
+    __slots__ = ("caps", "event", "want")
 
     def __init__(self, want: int) -> None:
         self.event = trio.Event()
         self.want = want
+        self.caps: tuple[str, ...] = ()
 
     async def wait(self) -> None:
         await self.event.wait()
 
 
 class WorkSignal:
+    """Waiters per lane, grouped by the capability set they claim with: a wake-up reaches
+    the oldest waiters of every group, so work only some workers can run reaches one of
+    them however many others wait ahead."""
+
     def __init__(self) -> None:
-        self._waiters: dict[str, deque[Waiter]] = {}
+        self._waiters: dict[str, dict[tuple[str, ...], deque[Waiter]]] = {}
         self.closing = False
 
-    def waiter(self, lane: str, want: int = 1) -> Waiter:
+    def waiter(self, lane: str, want: int = 1, caps: tuple[str, ...] = ()) -> Waiter:
         """Register for the next wake-up of ``lane``; call before looking for work."""
         waiter = Waiter(want)
-        self._waiters.setdefault(lane, deque()).append(waiter)
+        waiter.caps = caps
+        self._waiters.setdefault(lane, {}).setdefault(caps, deque()).append(waiter)
         return waiter
 
     def done(self, lane: str, waiter: Waiter, *, claimed: bool) -> None:
         """Unregister; a waiter that was woken and claimed work passes one wake-up on."""
-        queue = self._waiters.get(lane)
+        groups = self._waiters.get(lane)
+        queue = groups.get(waiter.caps) if groups is not None else None
         if queue is not None and waiter in queue:
             queue.remove(waiter)
         if claimed and waiter.event.is_set():
             self.notify(lane)
-        if queue is not None and not queue:
-            self._waiters.pop(lane, None)
+        if groups is not None and queue is not None and not queue:
+            groups.pop(waiter.caps, None)
+            if not groups:
+                self._waiters.pop(lane, None)
 
     def waiting(self, lane: str) -> int:
         """How many claims wait on ``lane`` now."""
-        return len(self._waiters.get(lane, ()))
+        return sum(len(q) for q in self._waiters.get(lane, {}).values())
 
     def notify(self, lane: str, count: int = 1) -> None:
-        """``count`` executions of ``lane`` became claimable: wake the oldest waiters
-        until what they want covers them."""
-        queue = self._waiters.get(lane)
-        while queue and count > 0:
-            waiter = queue.popleft()
-            waiter.event.set()
-            count -= waiter.want
+        """``count`` executions of ``lane`` became claimable: in each capability group,
+        wake the oldest waiters until what they want covers them."""
+        for queue in list(self._waiters.get(lane, {}).values()):
+            left = count
+            while queue and left > 0:
+                waiter = queue.popleft()
+                waiter.event.set()
+                left -= waiter.want
 
     def notify_all(self, lane: str) -> None:
-        for waiter in self._waiters.pop(lane, ()):
-            waiter.event.set()
+        for queue in self._waiters.pop(lane, {}).values():
+            for waiter in queue:
+                waiter.event.set()
+
+    def wake_everyone(self) -> None:
+        """Something lifted a limit on unknown lanes (a budget reset): every waiter looks."""
+        for lane in list(self._waiters):
+            self.notify_all(lane)
 
     def close(self) -> None:
         """Release every waiter now: the appliance is draining."""
         self.closing = True
-        for lane in list(self._waiters):
-            self.notify_all(lane)
+        self.wake_everyone()

@@ -22,6 +22,8 @@ def test_defaults():
                                        "attempt_timeout": 2, "execution_deadline": 5,
                                        "retention_trimmer": 60, "dependency_reconciler": 15,
                                        "flow_cancel_reconciler": 15,
+                                       "grant_expiry": 1, "budget_reset": 15,
+                                       "quota_reconciler": 30,
                                            "suspension_timeout": 2,
                                            "pending_waitpoint_expiry": 5}
 

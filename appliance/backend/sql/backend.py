@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from appliance.core import admission as adm
 from appliance.core import flows as fl
 from appliance.core import suspension as sp
 from appliance.core import tokens
@@ -18,8 +19,8 @@ from appliance.core.outcomes import Outcome
 from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
 
-from ..protocol import BackendBase, BackendEnv, Claim
-from . import flows, ops
+from ..protocol import BackendBase, BackendEnv, Claim, Task
+from . import admission, flows, ops
 from . import suspension as sus
 from .statements import Op, OpFactory, all_, exec_, one
 
@@ -182,6 +183,49 @@ class SqlBackend(BackendBase):
 
     async def expire_pending_waitpoints(self, now: int, limit: int) -> int:
         return await self.run(lambda: sus.expire_pending(now, limit))
+
+    # -- admission ----------------------------------------------------------------------------
+    async def redeem_grant(self, execution_id: str, args: ClaimArgs) -> Task:
+        return await self.run(lambda: ops.redeem_grant(execution_id, args, self.ctx()))
+
+    async def reclaim_grant(self, execution_id: str, args: ClaimArgs) -> dict[str, Any]:
+        return await self.run(lambda: ops.reclaim_grant(execution_id, args, self.ctx()))
+
+    async def create_budget(self, budget: adm.Budget) -> bool:
+        return await self.run(lambda: admission.create_budget(budget))
+
+    async def get_budget(self, budget_id: str) -> adm.Budget | None:
+        return await self.read(lambda: admission.get_budget(budget_id))
+
+    async def report_usage(self, budget_id: str, report: adm.UsageReport,
+                           lease: tuple[str, Fence] | None) -> adm.UsageAnswer:
+        return await self.run(lambda: admission.report_usage(budget_id, report, lease,
+                                                             self.ctx()))
+
+    async def reset_budget(self, budget_id: str) -> int:
+        return await self.run(lambda: admission.reset_budget(budget_id, self.ctx()))
+
+    async def reset_due_budgets(self, now: int, limit: int) -> int:
+        return await self.run(lambda: admission.reset_due_budgets(self.ctx(), limit))
+
+    async def create_quota(self, quota: adm.Quota) -> bool:
+        return await self.run(lambda: admission.create_quota(quota))
+
+    async def get_quota(self, quota_id: str) -> dict[str, Any] | None:
+        return await self.read(lambda: admission.get_quota(quota_id, self.ctx().now))
+
+    async def reconcile_quotas(self, now: int, limit: int) -> int:
+        return await self.run(lambda: admission.trim_quota_windows(now, limit))
+
+    async def register_worker(self, worker: adm.Worker, explicit: bool) -> bool:
+        return await self.run(lambda: admission.register_worker(worker, explicit))
+
+    async def list_workers(self, lane: str | None, after: str | None,
+                           limit: int) -> tuple[list[adm.Worker], str | None]:
+        return await self.read(lambda: admission.list_workers(lane, after, limit))
+
+    async def lane_position(self, ex: Execution) -> int:
+        return await self.read(lambda: admission.lane_position(ex))
 
     # -- scanners -------------------------------------------------------------------------
     async def due(self, scanner: Scanner, now: int, limit: int) -> list[str]:

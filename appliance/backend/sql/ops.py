@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from appliance.core import admission as adm
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.effects import (
@@ -24,7 +25,7 @@ from appliance.core.effects import (
     StoreResult,
     UpdateAttempt,
 )
-from appliance.core.errors import FlowFabricError
+from appliance.core.errors import ExecutionNotFound, FlowFabricError
 from appliance.core.flows import FLOW_CANCEL
 from appliance.core.ids import fresh_uuids
 from appliance.core.operations import Applied, Ctx, Missing, Mutation
@@ -41,7 +42,7 @@ from appliance.core.suspension import leftover_waitpoints
 from appliance.core.transitions import NoArgs, promote_delayed
 
 from ..protocol import Claim
-from . import flows, suspension
+from . import admission, flows, suspension
 from .statements import Op, Stmt, all_, exec_, grouped, held_writes, later, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -92,10 +93,19 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
     if leftover is not None:
         yield from suspension.close_waitpoints(ex.execution_id, leftover,
                                                ex.last_mutation_at or 0)
-    if rules.made_claimable(before[CLAIMABLE], ex):
-        yield notify(ex.lane_id)
+    if rules.made_claimable(before[CLAIMABLE], ex) or (_held_slot(before)
+                                                       and not adm.holds_slot(ex)):
+        yield notify(ex.lane_id)  # claimable now, or its quota has a slot free
         return (ex.lane_id,)
     return ()
+
+
+_QUOTA, _OWNER, _GRANT = (EXECUTION_COLUMNS.index(c) for c in
+                          ("quota_policy_id", "ownership_state", "grant_expires_at"))
+
+
+def _held_slot(before: tuple[Any, ...]) -> bool:
+    return bool(before[_QUOTA]) and (before[_OWNER] == "leased" or before[_GRANT] is not None)
 
 
 def _delete(execution_id: str) -> Op:
@@ -341,27 +351,29 @@ def list_page(partition: int, cursor: str | None, limit: int) -> Op:
 
 # -- claiming -----------------------------------------------------------------------
 
-#: The distinct capability requirements among a lane's claimable work, read as
-#: a loose index scan (one index seek per distinct set, whatever the backlog).
-_REQUIREMENT_SETS = (
-    "WITH RECURSIVE sets(caps) AS ("
-    " SELECT MIN(required_capabilities) FROM ff_exec WHERE lane_id = ? AND claimable = 1"
+#: The distinct claim classes among a lane's claimable work, read as a loose index scan
+#: (one index seek per distinct class, whatever the backlog).
+_CLASSES = (
+    "WITH RECURSIVE sets(cls) AS ("
+    " SELECT MIN(claim_class) FROM ff_exec WHERE lane_id = ? AND claimable = 1"
     " UNION ALL"
-    " SELECT (SELECT MIN(required_capabilities) FROM ff_exec WHERE lane_id = ? AND"
-    " claimable = 1 AND required_capabilities > sets.caps) FROM sets WHERE sets.caps IS NOT NULL"
-    ") SELECT caps FROM sets WHERE caps IS NOT NULL")
+    " SELECT (SELECT MIN(claim_class) FROM ff_exec WHERE lane_id = ? AND"
+    " claimable = 1 AND claim_class > sets.cls) FROM sets WHERE sets.cls IS NOT NULL"
+    ") SELECT cls FROM sets WHERE cls IS NOT NULL")
 _CANDIDATES = ("SELECT * FROM ff_exec WHERE lane_id = ? AND claimable = 1 AND "
-               "required_capabilities = ? ORDER BY priority DESC, created_at, execution_id "
+               "claim_class = ? ORDER BY priority DESC, created_at, execution_id "
                "LIMIT ?{skip_locked}")
 
 
 def claim(args: ClaimArgs, ctx: Ctx) -> Op:
-    """Promote the lane's due delays, then lease the best executions this worker can run.
+    """Promote the lane's due delays, then lease (or grant) the best executions this
+    worker may take (spec/admission.md § One pipeline).
 
-    Only requirement sets the worker satisfies are looked at, so work it cannot run never
-    hides work it can, however much of it is queued ahead: each gives its best
-    ``max_tasks`` candidates, the best of all are leased. Rows another appliance holds
-    are passed over; a candidate the reclaim cap ends instead makes the claim look again.
+    Only classes the worker can run and whose budgets and quota admit it are looked at,
+    so work it may not take never hides work it may, however much of it is queued ahead:
+    each gives its best candidates, the best of all are taken. Rows another appliance
+    holds are passed over; a candidate the reclaim cap ends instead makes the claim look
+    again.
     """
     due = yield all_("SELECT execution_id FROM ff_exec WHERE lane_id = ? AND delay_until IS NOT "
                      "NULL AND delay_until <= ? ORDER BY delay_until LIMIT ?",
@@ -370,45 +382,99 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
     for row in due:
         promoted = yield from apply(Mutation(promote_delayed, row["execution_id"], NoArgs()), ctx)
         woken.extend(promoted.woken)
-    worker_caps = set(args.capabilities)
-    sets = yield all_(_REQUIREMENT_SETS, args.lane_id, args.lane_id)
-    runnable = [r["caps"] for r in sets
-                if not r["caps"] or worker_caps.issuperset(r["caps"].split(","))]
-    leased: list[tuple[Execution, str]] = []
+    worker_caps = frozenset(args.capabilities)
+    classes = yield all_(_CLASSES, args.lane_id, args.lane_id)
+    runnable = [r["cls"] for r in classes if adm.runs(adm.split_class(r["cls"])[0], worker_caps)]
+    gate = yield from admission.Gate.load(runnable, ctx.now)
+    taken: list[tuple[Execution, str]] = []
+    grants: list[adm.Granted] = []
     writes: list[Stmt] = []
     moved = FlowMoves()
     for _round in range(CLAIM_WINDOW):
-        want = args.max_tasks - len(leased)
+        want = args.max_tasks - len(taken) - len(grants)
         candidates = []
-        for caps in runnable:
-            candidates += (yield all_(_CANDIDATES, args.lane_id, caps, want))
+        for cls in runnable:
+            room = min(want, gate.limit(cls))
+            if room > 0 and gate.blocked(cls) is None:
+                candidates += (yield all_(_CANDIDATES, args.lane_id, cls, room))
         candidates.sort(key=lambda r: (-r["priority"], r["created_at"], r["execution_id"]))
         ended = False
-        for row in candidates[:want]:
+        for row in candidates:
+            if len(taken) + len(grants) >= args.max_tasks:
+                break
+            if gate.limit(row["claim_class"]) <= 0:
+                continue
             ex = Execution.from_row(row)
             before = ex.snapshot()
-            lease_id, attempt_id = fresh_uuids(2)
-            effect = rules.claim(ex, args, ctx, lease_id=lease_id, attempt_id=attempt_id)
+            if args.grant_ttl_ms is not None:
+                grants.append(adm.grant(ex, args.worker_id, args.grant_ttl_ms, ctx))
+                effect = Effect()
+            else:
+                lease_id, attempt_id = fresh_uuids(2)
+                effect = rules.claim(ex, args, ctx, lease_id=lease_id, attempt_id=attempt_id)
             writes += held_writes(write(ex, before, effect))[0]
-            if isinstance(effect.outcome, Claimed):
-                leased.append((ex, effect.outcome.attempt_type))
+            if args.grant_ttl_ms is not None or isinstance(effect.outcome, Claimed):
+                writes += held_writes(gate.admit(ex))[0]
+                if effect.outcome is not None:
+                    taken.append((ex, effect.outcome.attempt_type))
             else:
                 ended = True  # the reclaim cap ended it instead
                 moved.note(ex, was_terminal=False)
         yield from grouped(writes)
         writes.clear()
-        if not ended or len(leased) >= args.max_tasks:
+        if not ended or len(taken) + len(grants) >= args.max_tasks:
             break
     woken += (yield from moved.resolve(Applied(), ctx)).woken
-    payloads = yield from _payloads([ex.execution_id for ex, _ in leased])
+    tasks = yield from _tasks(taken, args.lease_ttl_ms)
+    return Claim(tuple(tasks), tuple(woken), tuple(grants), gate.retry_at())
+
+
+def _tasks(taken: list[tuple[Execution, str]], lease_ttl_ms: int) -> Op:
+    payloads = yield from _payloads([ex.execution_id for ex, _ in taken])
     tasks = []
-    for ex, kind in leased:
-        task = rules.claim_answer(ex, kind, args.lease_ttl_ms)
+    for ex, kind in taken:
+        task = rules.claim_answer(ex, kind, lease_ttl_ms)
         if kind == "resumed":  # the signals that resumed it, in the same transaction
             task["signals"] = [s.for_worker() for s in
                                (yield from suspension.resumed_signals(ex))]
         tasks.append((task, payloads[ex.execution_id]))
-    return Claim(tuple(tasks), tuple(woken))
+    return tasks
+
+
+def redeem_grant(execution_id: str, args: ClaimArgs, ctx: Ctx) -> Op:
+    """Lease the execution a grant reserved for this worker (admitted when granted)."""
+    ex = yield from load(execution_id)
+    if ex is None:
+        raise ExecutionNotFound.of(execution_id=execution_id)
+    before = ex.snapshot()
+    adm.check_grant(ex, args.worker_id, ctx)
+    lease_id, attempt_id = fresh_uuids(2)
+    effect = rules.claim(ex, args, ctx, lease_id=lease_id, attempt_id=attempt_id)
+    yield from write(ex, before, effect)
+    if not isinstance(effect.outcome, Claimed):  # the reclaim cap ended it
+        moved = FlowMoves()
+        moved.note(ex, was_terminal=False)
+        yield from moved.resolve(Applied(), ctx)
+        raise rules.not_active(ex)
+    [task] = yield from _tasks([(ex, effect.outcome.attempt_type)], args.lease_ttl_ms)
+    return task
+
+
+def reclaim_grant(execution_id: str, args: ClaimArgs, ctx: Ctx) -> Op:
+    """Grant a reclaimable execution to this worker, through the same admission."""
+    ex = yield from load(execution_id)
+    if ex is None:
+        raise ExecutionNotFound.of(execution_id=execution_id)
+    answer = adm.reclaim_refusal(ex, args)
+    if answer is not None:
+        return answer
+    gate = yield from admission.Gate.load([ex.claim_class], ctx.now)
+    gate.refuse(ex)
+    before = ex.snapshot()
+    granted = adm.grant(ex, args.worker_id, args.grant_ttl_ms or 1, ctx)
+    yield from write(ex, before, Effect())
+    yield from gate.admit(ex)
+    return {"status": "granted", **granted.wire(), "lane_id": ex.lane_id}
 
 
 def _payloads(ids: list[str]) -> Op:
@@ -432,7 +498,8 @@ def due(scanner: Scanner, now: int, limit: int) -> Op:
 
 
 def sweep(now: int, limit: int) -> Op:
-    """Delete expired idempotency keys."""
+    """Delete expired idempotency keys and forgotten workers."""
+    yield from admission.forget_workers(now, limit)
     gone = yield exec_("DELETE FROM ff_idem WHERE (partition_id, namespace, idem_key) IN "
                        "(SELECT partition_id, namespace, idem_key FROM ff_idem WHERE "
                        "expires_at <= ? LIMIT ?)", now, limit)
