@@ -62,3 +62,19 @@ def test_readme_approval_walkthrough_resumes_with_the_signal(launch, tmp_path):
     assert lines[2] == '"resume_condition_satisfied"', stdout
     assert lines[3] == "resumed=true attempt=0 by jane: ship it", stdout
     assert lines[4] == 'state: "completed"', stdout
+
+
+def test_readme_limits_walkthrough_routes_by_capability_and_spends_the_budget(launch, tmp_path):
+    stdout = run_against_fresh_appliance(launch, tmp_path,
+                                         walkthrough("<!-- limits-walkthrough -->"))
+    lines = stdout.splitlines()
+    assert lines[0].startswith('{"Created":{"budget_id"'), stdout
+    assert lines[1].startswith('{"Created":{"quota_policy_id"'), stdout
+    assert lines[2] == "cpu worker got: resize", stdout
+    assert lines[3] == "no_capable_worker", stdout
+    assert lines[4] == "gpu worker got: render", stdout
+    assert lines[5] == ('{"SoftBreach":{"dimension":"tokens","current_usage":90,'
+                        '"soft_limit":80}}'), stdout
+    assert lines[6] == ('[{"worker_instance_id":"cpu-1","active_leases":1},'
+                        '{"worker_instance_id":"gpu-1","active_leases":1}]'), stdout
+    assert lines[7] == '{"usage":{"tokens":90},"breached":false}', stdout
