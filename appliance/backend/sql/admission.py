@@ -298,8 +298,9 @@ def register_worker(seen: adm.Worker, explicit: bool) -> Op:
 def list_workers(lane: str | None, after: str | None, limit: int) -> Op:
     """Registry entries by instance id, each with its leases counted and its latest lease
     renewal as a sighting."""
-    rows = yield all_("SELECT * FROM ff_worker WHERE worker_instance_id > ? ORDER BY "
-                      "worker_instance_id", after or "")
+    bound = "" if lane is not None else f" LIMIT {int(limit) + 1}"
+    rows = yield all_(f"SELECT * FROM ff_worker WHERE worker_instance_id > ? ORDER BY "
+                      f"worker_instance_id{bound}", after or "")
     workers = [w for w in map(_worker, rows) if lane is None or lane in w.lanes]
     page, more = workers[:limit], len(workers) > limit
     if page:
