@@ -76,6 +76,9 @@ class Claim:
     grants: tuple[Granted, ...] = ()
     #: When work held back by a quota's rate window may be claimed (None: none is).
     retry_at: int | None = None
+    #: Wake keys (``admission.wake_key``) of the budgets and quotas that held work back: a
+    #: waiting claim is woken by them too.
+    gated: tuple[str, ...] = ()
 
 
 class BackendBase:
@@ -282,7 +285,8 @@ class BackendBase:
         """Zero the usage; the next reset time (0: none)."""
         raise Unavailable("reset_budget", self.name)
 
-    async def reset_due_budgets(self, now: int, limit: int) -> int:
+    async def reset_due_budgets(self, now: int, limit: int) -> list[str]:
+        """Reset budgets whose ``next_reset_at`` came; their ids."""
         raise Unavailable("reset_due_budgets", self.name)
 
     async def create_quota(self, quota: adm.Quota) -> bool:
@@ -304,8 +308,9 @@ class BackendBase:
                            limit: int) -> tuple[list[adm.Worker], str | None]:
         raise Unavailable("list_workers", self.name)
 
-    async def lane_position(self, ex: Execution) -> int:
-        """How many claimable executions of its lane a claim takes before ``ex``."""
+    async def lane_position(self, ex: Execution) -> dict[str, int]:
+        """The claimable executions of its lane a claim takes before ``ex``, counted by
+        claim class (the service leaves out the classes admission holds back)."""
         raise Unavailable("lane_position", self.name)
 
 

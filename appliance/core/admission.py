@@ -47,6 +47,12 @@ def runs(required: str, worker_caps: frozenset[str] | set[str]) -> bool:
     return not required or worker_caps.issuperset(c for c in required.split(",") if c)
 
 
+def wake_key(kind: str, ident: str) -> str:
+    """The name claims held back by budget or quota ``ident`` wait on beside their lane (a
+    lane is printable ASCII, so this cannot be one)."""
+    return f"\x1f{kind}:{ident}"
+
+
 # -- budgets ----------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -327,6 +333,9 @@ def merge_worker(stored: Worker | None, seen: Worker, *, explicit: bool) -> tupl
     whether it is new. A claim adds its lane; a registration states the lanes."""
     if stored is None:
         return seen, True
-    lanes = seen.lanes if explicit else tuple(sorted({*stored.lanes, *seen.lanes}))
+    if explicit:
+        return Worker(seen.worker_id, seen.worker_instance_id, seen.lanes, seen.capabilities,
+                      seen.liveness_ttl_ms, stored.registered_at, seen.last_seen_at), False
+    lanes = tuple(sorted({*stored.lanes, *seen.lanes}))  # a claim adds its lane, keeps the TTL
     return Worker(seen.worker_id, seen.worker_instance_id, lanes, seen.capabilities,
-                  seen.liveness_ttl_ms, stored.registered_at, seen.last_seen_at), False
+                  stored.liveness_ttl_ms, stored.registered_at, seen.last_seen_at), False

@@ -267,7 +267,7 @@ def from_body(body: PolicyBody, *, strict: bool) -> ExecutionPolicy:
 
 
 def _uuid_or_none(raw: Any, where: str, strict: bool) -> str | None:
-    if raw is None:
+    if raw is None or (not strict and not isinstance(raw, str)):
         return None
     try:
         return parse_uuid(raw, f"policy.{where}")
@@ -287,6 +287,10 @@ def _budget_ids(raw: Any, strict: bool) -> tuple[str, ...]:
         return ()
     if strict and len(raw) > MAX_BUDGETS:
         raise _refuse("budget_ids", f"names {len(raw)} budgets; at most {MAX_BUDGETS}")
+    if strict:
+        for i, b in enumerate(raw):
+            if not isinstance(b, str):
+                raise _refuse(f"budget_ids[{i}]", "must be a budget id (a UUID string)")
     ids = (_uuid_or_none(b, f"budget_ids[{i}]", strict) for i, b in enumerate(raw))
     return tuple(sorted({b for b in ids if b is not None}))[:MAX_BUDGETS]
 

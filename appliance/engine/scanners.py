@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import trio
 
 from appliance.backend import Backend
+from appliance.core.admission import wake_key
 from appliance.core.operations import Applied, Mutation
 from appliance.core.scanners import BY_NAME, PERIODIC, Scanner
 from appliance.core.transitions import QuarantineArgs, quarantine
@@ -213,7 +214,9 @@ async def _expire_pending_waitpoints(backend: Backend, now: int, limit: int) -> 
 
 
 async def _reset_budgets(backend: Backend, now: int, limit: int) -> ScanResult:
-    return ScanResult(processed=await backend.reset_due_budgets(now, limit))
+    reset = await backend.reset_due_budgets(now, limit)
+    return ScanResult(processed=len(reset),
+                      lanes_woken=[wake_key("budget", b) for b in reset])
 
 
 async def _reconcile_quotas(backend: Backend, now: int, limit: int) -> ScanResult:

@@ -52,9 +52,9 @@ class UsageBody(Body):
 
 class QuotaBody(Body):
     quota_policy_id: Any
-    window_seconds: Annotated[int, Meta(ge=0, le=31_622_400)] = 0
-    max_requests_per_window: Count31 = 0
-    max_concurrent: Count31 = 0
+    window_seconds: Annotated[int, Meta(ge=0, le=31_622_400)]
+    max_requests_per_window: Count31
+    max_concurrent: Count31
     now: Time | None = None
 
 
@@ -105,7 +105,10 @@ def _accepted(field: str, value: Any) -> str:
 
 
 def _dimension(name: str, where: str) -> str:
-    if any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in name):
+    size = len(name.encode("utf-8"))
+    if size > 256:
+        raise InvalidInput(f"{where}: a dimension name is at most 256 bytes (got {size})")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
         raise InvalidInput(f"{where}: dimension names must not contain control characters")
     return name
 

@@ -93,7 +93,7 @@ class Admission:
 
     async def reset(self, budget_id: str) -> int:
         next_at = await self.backend.reset_budget(budget_id)
-        self.service.work.wake_everyone()  # attached work may be claimable again
+        self.service.wake([adm.wake_key("budget", budget_id)])  # attached work may run again
         return next_at
 
     async def create_quota(self, quota: adm.Quota) -> bool:
@@ -118,7 +118,7 @@ class Admission:
                     "message": "claimable: the next claims on its lane take it in turn",
                     "details": {}}
             if reason["reason"] in ("waiting_for_worker", "lease_expired"):
-                ahead = await self.backend.lane_position(ex)
+                ahead = await self._ahead(ex)
                 reason["details"].update(ahead=ahead, priority=ex.priority)
                 reason["message"] += (f"; {ahead} claimable execution(s) of lane "
                                       f"{ex.lane_id!r} go first")
@@ -128,6 +128,28 @@ class Admission:
                 "public_state": ex.public_state,
                 "runnable": bool(ex.claimable) and not admission_blocked,
                 **reason, "blockers": blockers}
+
+    async def _ahead(self, ex: Execution) -> int:
+        """Claimable executions of its lane a claim takes first: those of classes admission
+        does not hold back now."""
+        total = 0
+        for cls, n in (await self.backend.lane_position(ex)).items():
+            _caps, budgets, quota = adm.split_class(cls)
+            if not await self._held_back(budgets, quota):
+                total += n
+        return total
+
+    async def _held_back(self, budgets: tuple[str, ...], quota: str) -> bool:
+        for budget_id in budgets:
+            budget = await self.backend.get_budget(budget_id)
+            if budget is not None and budget.breach() is not None:
+                return True
+        if quota:
+            q = await self.backend.get_quota(quota)
+            if q is not None and (q["retry_after_ms"] > 0 or (
+                    q["max_concurrent"] and q["active"] >= q["max_concurrent"])):
+                return True
+        return False
 
     async def _blockers(self, ex: Execution) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -206,7 +228,7 @@ def _state_reason(ex: Execution) -> dict[str, Any] | None:
                     + (f" (times out at {ex.suspension_timeout_at})"
                        if ex.suspension_timeout_at else ""),
                     suspension_id=s.get("suspension_id"),
-                    waitpoint_ids=s.get("waitpoint_ids") or [],
+                    waitpoint_ids=[w["waitpoint_id"] for w in s.get("waitpoints") or ()],
                     timeout_at=ex.suspension_timeout_at)
     if ex.eligibility_state == "not_eligible_until_time":
         return _why("delayed", f"delayed until {ex.delay_until}", delay_until=ex.delay_until)

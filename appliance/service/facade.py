@@ -86,7 +86,9 @@ class Service:
         while True:
             woken = self.work.waiter(args.lane_id, args.max_tasks, args.capabilities)
             got: list[Task] = []
+            held: list[tuple[str, Any]] = []
             try:
+                generation = self.work.generation
                 claim = await self.backend.claim(args)
                 got = list(claim.tasks)
                 # Its promotions made work claimable: wake the waiters for what it did not take.
@@ -99,10 +101,17 @@ class Service:
                 # work held back by a quota's rate window is claimable again at retry_at
                 freed = (float("inf") if claim.retry_at is None else
                          max(claim.retry_at - self.config.clock.now_ms(), 1) / 1000)
+                # work held back by a budget or quota: its reset or freed slot wakes us too
+                held = [(key, self.work.waiter(key, args.max_tasks, args.capabilities,
+                                               woken.event)) for key in claim.gated]
+                if held and self.work.generation != generation:
+                    continue  # a wake-up came while we looked: look again
                 with trio.move_on_after(min(remaining, repoll, freed)):
                     await woken.wait()
             finally:
                 self.work.done(args.lane_id, woken, claimed=bool(got))
+                for key, waiter in held:
+                    self.work.done(key, waiter, claimed=False)
 
     async def resumed(self, tasks: list[Task]) -> list[Task]:
         """Each task says whether it resumes a suspended attempt; one that does carries the

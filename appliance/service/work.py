@@ -35,11 +35,17 @@ class WorkSignal:
     def __init__(self) -> None:
         self._waiters: dict[str, dict[tuple[str, ...], deque[Waiter]]] = {}
         self.closing = False
+        #: Counts wake-ups, so a claim can tell whether one came while it looked.
+        self.generation = 0
 
-    def waiter(self, lane: str, want: int = 1, caps: tuple[str, ...] = ()) -> Waiter:
-        """Register for the next wake-up of ``lane``; call before looking for work."""
+    def waiter(self, lane: str, want: int = 1, caps: tuple[str, ...] = (),
+               event: trio.Event | None = None) -> Waiter:
+        """Register for the next wake-up of ``lane``; call before looking for work. ``event``
+        shares one wake-up between several registrations of one claim."""
         waiter = Waiter(want)
         waiter.caps = caps
+        if event is not None:
+            waiter.event = event
         self._waiters.setdefault(lane, {}).setdefault(caps, deque()).append(waiter)
         return waiter
 
@@ -63,6 +69,7 @@ class WorkSignal:
     def notify(self, lane: str, count: int = 1) -> None:
         """``count`` executions of ``lane`` became claimable: in each capability group,
         wake the oldest waiters until what they want covers them."""
+        self.generation += 1
         for queue in list(self._waiters.get(lane, {}).values()):
             left = count
             while queue and left > 0:

@@ -27,7 +27,7 @@ from appliance.core.operations import Ctx
 from appliance.core.record import Execution
 from appliance.core.transitions import _check_lease
 
-from .statements import Op, all_, exec_, later, one
+from .statements import Op, all_, exec_, later, notify, one
 
 _ACTIVE = ("SELECT COUNT(*) AS n FROM ff_exec WHERE quota_policy_id = ? AND "
            "quota_policy_id <> '' AND (ownership_state = 'leased' OR grant_expires_at IS NOT "
@@ -93,6 +93,17 @@ class Gate:
                 yield later("INSERT INTO ff_quota_admission (quota_policy_id, admitted_at, "
                             "execution_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", quota,
                             self.now, ex.execution_id)
+
+    def gated(self, classes: list[str]) -> tuple[str, ...]:
+        """The wake keys of the limits holding back any of ``classes`` now."""
+        keys = set()
+        for cls in classes:
+            found = self.blocked(cls)
+            if isinstance(found, adm.Budget):
+                keys.add(adm.wake_key("budget", found.budget_id))
+            elif isinstance(found, adm.Quota):
+                keys.add(adm.wake_key("quota", found.quota_policy_id))
+        return tuple(sorted(keys))
 
     def retry_at(self) -> int | None:
         """When a class held back by a rate window may be claimed again."""
@@ -211,11 +222,13 @@ def reset_budget(budget_id: str, ctx: Ctx) -> Op:
         raise BudgetNotFound.of(budget_id=budget_id)
     next_at = adm.reset_budget(b, ctx.now)
     yield from _save_budget(b)
+    yield notify(adm.wake_key("budget", budget_id))
     return next_at
 
 
 def reset_due_budgets(ctx: Ctx, limit: int) -> Op:
-    """The reset scanner: budgets whose ``next_reset_at`` came, earliest first."""
+    """The reset scanner: budgets whose ``next_reset_at`` came, earliest first; their
+    ids."""
     rows = yield all_("SELECT * FROM ff_budget WHERE next_reset_at IS NOT NULL AND "
                       "next_reset_at <= ? ORDER BY next_reset_at LIMIT ?{skip_locked}",
                       ctx.now, limit)
@@ -223,7 +236,8 @@ def reset_due_budgets(ctx: Ctx, limit: int) -> Op:
         b = _budget(row)
         adm.reset_budget(b, ctx.now)
         yield from _save_budget(b)
-    return len(rows)
+        yield notify(adm.wake_key("budget", b.budget_id))
+    return [row["budget_id"] for row in rows]
 
 
 # -- quotas -------------------------------------------------------------------------------
@@ -332,8 +346,9 @@ def forget_workers(now: int, limit: int) -> Op:
 
 def lane_position(ex: Execution) -> Op:
     """How many claimable executions of its lane a claim takes before ``ex``."""
-    row = yield one("SELECT COUNT(*) AS n FROM ff_exec WHERE lane_id = ? AND claimable = 1 AND "
-                    "(priority > ? OR (priority = ? AND (created_at < ? OR (created_at = ? AND "
-                    "execution_id < ?))))", ex.lane_id, ex.priority, ex.priority,
-                    ex.created_at, ex.created_at, ex.execution_id)
-    return row["n"]
+    rows = yield all_("SELECT claim_class, COUNT(*) AS n FROM ff_exec WHERE lane_id = ? AND "
+                      "claimable = 1 AND (priority > ? OR (priority = ? AND (created_at < ? OR "
+                      "(created_at = ? AND execution_id < ?)))) GROUP BY claim_class",
+                      ex.lane_id, ex.priority, ex.priority, ex.created_at, ex.created_at,
+                      ex.execution_id)
+    return {r["claim_class"]: r["n"] for r in rows}

@@ -205,7 +205,7 @@ class SqlBackend(BackendBase):
     async def reset_budget(self, budget_id: str) -> int:
         return await self.run(lambda: admission.reset_budget(budget_id, self.ctx()))
 
-    async def reset_due_budgets(self, now: int, limit: int) -> int:
+    async def reset_due_budgets(self, now: int, limit: int) -> list[str]:
         return await self.run(lambda: admission.reset_due_budgets(self.ctx(), limit))
 
     async def create_quota(self, quota: adm.Quota) -> bool:
@@ -224,7 +224,7 @@ class SqlBackend(BackendBase):
                            limit: int) -> tuple[list[adm.Worker], str | None]:
         return await self.read(lambda: admission.list_workers(lane, after, limit))
 
-    async def lane_position(self, ex: Execution) -> int:
+    async def lane_position(self, ex: Execution) -> dict[str, int]:
         return await self.read(lambda: admission.lane_position(ex))
 
     # -- scanners -------------------------------------------------------------------------

@@ -93,11 +93,15 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
     if leftover is not None:
         yield from suspension.close_waitpoints(ex.execution_id, leftover,
                                                ex.last_mutation_at or 0)
-    if rules.made_claimable(before[CLAIMABLE], ex) or (_held_slot(before)
-                                                       and not adm.holds_slot(ex)):
-        yield notify(ex.lane_id)  # claimable now, or its quota has a slot free
-        return (ex.lane_id,)
-    return ()
+    woken: tuple[str, ...] = ()
+    if rules.made_claimable(before[CLAIMABLE], ex):
+        yield notify(ex.lane_id)
+        woken = (ex.lane_id,)
+    if _held_slot(before) and not adm.holds_slot(ex):  # its quota has a slot free
+        key = adm.wake_key("quota", ex.quota_policy_id)
+        yield notify(key)
+        woken += (key,)
+    return woken
 
 
 _QUOTA, _OWNER, _GRANT = (EXECUTION_COLUMNS.index(c) for c in
@@ -426,7 +430,8 @@ def claim(args: ClaimArgs, ctx: Ctx) -> Op:
             break
     woken += (yield from moved.resolve(Applied(), ctx)).woken
     tasks = yield from _tasks(taken, args.lease_ttl_ms)
-    return Claim(tuple(tasks), tuple(woken), tuple(grants), gate.retry_at())
+    return Claim(tuple(tasks), tuple(woken), tuple(grants), gate.retry_at(),
+                 gate.gated(runnable))
 
 
 def _tasks(taken: list[tuple[Execution, str]], lease_ttl_ms: int) -> Op:
