@@ -54,8 +54,7 @@ def ms(value: Any) -> int | None:
     """A time as answered: an integer or a decimal string (the original's), or null."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise AssertionError(f"a time, not a bool: {value!r}")
+    assert not isinstance(value, bool), f"a time, not a bool: {value!r}"
     if isinstance(value, int):
         return value
     assert isinstance(value, str) and value.isdigit(), value
@@ -175,6 +174,17 @@ async def limited(ff, lane: str, budgets: Sequence[str] = (), quota_id: str | No
     """An execution on ``lane`` naming these budgets, this quota and these capabilities."""
     return await ff.create(lane_id=lane, policy=limits_policy(budgets, quota_id, caps,
                                                                **(policy or {})), **fields)
+
+
+async def in_order(ff, n: int, lane: str, budgets: Sequence[str] = (),
+                   quota_id: str | None = None, **fields: Any) -> list[str]:
+    """``n`` executions as ``limited`` makes them, a millisecond apart (FIFO among equal
+    priorities is by ``created_at``, then id): their ids in claim order."""
+    ids = []
+    for _ in range(n):
+        ids.append(await limited(ff, lane, budgets, quota_id, **fields))
+        ff.clock.advance(1)
+    return ids
 
 
 async def create_many(ff, bodies: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -14,6 +14,7 @@ from admission_helpers import (
     explain_reply,
     fresh_lane,
     grant,
+    in_order,
     limited,
     live_worker,
     ms,
@@ -31,7 +32,9 @@ async def test_terminal(ff):
     explained = await explain(ff, eid)
     assert (explained["reason"], explained["runnable"], explained["public_state"],
             explained["lane_id"]) == ("terminal", False, "completed", lane)
-    assert explained["details"]["terminal_outcome"] == "completed"
+    info = await ff.info(eid)
+    assert explained["details"]["terminal_outcome"] == \
+        info["state_vector"]["terminal_outcome"] == "success"
 
 
 async def test_running(ff):
@@ -118,7 +121,8 @@ async def test_no_capable_worker(ff):
     await live_worker(ff, lane, worker="gpu", caps=["gpu"])
     eid = await limited(ff, lane, caps=["gpu", "cuda"])
     explained = await explain(ff, eid)
-    assert (explained["reason"], explained["runnable"]) == ("no_capable_worker", False)
+    # runnable: a capable worker's claim would take it now (none is live).
+    assert (explained["reason"], explained["runnable"]) == ("no_capable_worker", True)
     details = explained["details"]
     assert sorted(details["required_capabilities"]) == ["cuda", "gpu"]
     assert list(details["missing_capabilities"]) == ["cuda"]  # what the closest lacks
@@ -168,8 +172,7 @@ async def test_every_blocker_is_listed(ff):
 async def test_quota_rate_limited(ff):
     lane = fresh_lane()
     qid = await quota(ff, window_seconds=10, rate=1)
-    await limited(ff, lane, quota_id=qid)
-    eid = await limited(ff, lane, quota_id=qid)
+    _, eid = await in_order(ff, 2, lane, quota_id=qid)
     assert await claim(ff, lane) is not None
     ff.clock.advance(4000)
     explained = await explain(ff, eid)
@@ -185,8 +188,7 @@ async def test_quota_rate_limited(ff):
 async def test_quota_concurrency_full(ff):
     lane = fresh_lane()
     qid = await quota(ff, concurrent=1)
-    await limited(ff, lane, quota_id=qid)
-    eid = await limited(ff, lane, quota_id=qid)
+    _, eid = await in_order(ff, 2, lane, quota_id=qid)
     task = await claim(ff, lane)
     explained = await explain(ff, eid)
     assert (explained["reason"], explained["runnable"]) == ("quota_concurrency_full", False)
@@ -246,8 +248,8 @@ async def test_an_unknown_execution_is_404(ff):
 
 
 async def test_a_malformed_id_is_400(ff):
-    for bad in ("not-an-id", "{fp:0}:not-a-uuid", "%00", "{fp:-1}:00000000-0000-4000-8000-"
-                "000000000000"):
+    for bad in ("not-an-id", "{fp:0}:not-a-uuid", "%00",
+                "{fp:-1}:00000000-0000-4000-8000-000000000000"):
         reply = await ff.call("GET", f"/v1/executions/{bad}/explain")
         assert_error(reply, 400, "invalid_input")
     reply = await ff.call("GET", "/v1/executions/{fp:99999}:00000000-0000-4000-8000-"

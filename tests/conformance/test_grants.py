@@ -15,6 +15,7 @@ from admission_helpers import (
     fresh_lane,
     grant,
     grant_reply,
+    in_order,
     limited,
     quota,
     quota_status,
@@ -22,8 +23,7 @@ from admission_helpers import (
     redeem,
     revoke,
 )
-from flow_helpers import assert_error, exec_url, partition_in_id
-
+from flow_helpers import assert_error, exec_url, partition_in_id, woken_by
 
 # -- the grant ------------------------------------------------------------------------------
 
@@ -211,7 +211,6 @@ async def test_a_pending_grant_never_stalls_its_lane(ff):
 
 
 async def test_an_expiring_grant_wakes_a_long_polling_claim(ff):
-    from flow_helpers import woken_by
     lane = fresh_lane()
     eid = await ff.create(lane_id=lane)
     await grant(ff, lane, worker="w1", grant_ttl_ms=1000)
@@ -229,8 +228,7 @@ async def test_an_expiring_grant_wakes_a_long_polling_claim(ff):
 async def test_a_grant_holds_a_quota_slot_until_it_expires(ff):
     lane = fresh_lane()
     qid = await quota(ff, concurrent=1)
-    first = await limited(ff, lane, quota_id=qid)
-    second = await limited(ff, lane, quota_id=qid)
+    first, second = await in_order(ff, 2, lane, quota_id=qid)
     assert (await grant(ff, lane, worker="w1", grant_ttl_ms=1000))["execution_id"] == first
     assert (await quota_status(ff, qid))["active"] == 1
     assert await claim(ff, lane, worker="w2") is None
@@ -245,8 +243,7 @@ async def test_a_grant_holds_a_quota_slot_until_it_expires(ff):
 async def test_a_grant_is_one_rate_admission_and_redeems_within_it(ff):
     lane = fresh_lane()
     qid = await quota(ff, window_seconds=60, rate=1)
-    eid = await limited(ff, lane, quota_id=qid)
-    await limited(ff, lane, quota_id=qid)
+    eid, _ = await in_order(ff, 2, lane, quota_id=qid)
     assert (await grant(ff, lane, worker="w1"))["execution_id"] == eid
     assert (await quota_status(ff, qid))["admitted_in_window"] == 1
     assert await claim(ff, lane, worker="w2") is None

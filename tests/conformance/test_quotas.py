@@ -17,6 +17,7 @@ from admission_helpers import (
     create_quota,
     explain,
     fresh_lane,
+    in_order,
     limited,
     limits_policy,
     max_in_window,
@@ -105,7 +106,7 @@ async def test_a_quota_that_does_not_exist_limits_nothing(ff):
 async def test_the_rate_admits_its_maximum_then_waits_for_the_window(ff):
     lane = fresh_lane()
     qid = await quota(ff, window_seconds=1, rate=2)
-    ids = [await limited(ff, lane, quota_id=qid) for _ in range(3)]
+    ids = await in_order(ff, 3, lane, quota_id=qid)
     assert [await claim_id(ff, lane) for _ in range(2)] == ids[:2]
     assert await claim(ff, lane) is None
     explained = await explain(ff, ids[2])
@@ -180,7 +181,7 @@ async def test_rate_limited_work_never_hides_other_work(ff):
 async def test_a_long_polling_claim_sleeps_until_the_window_frees(ff):
     lane = fresh_lane()
     qid = await quota(ff, window_seconds=1, rate=1)
-    ids = [await limited(ff, lane, quota_id=qid) for _ in range(2)]
+    ids = await in_order(ff, 2, lane, quota_id=qid)
     with trio.fail_after(10):
         async with real_time(ff):
             first = await claim(ff, lane)
@@ -211,12 +212,11 @@ async def test_sixteen_greedy_workers_never_exceed_five_per_second(ff):
                 times.append(claimed_at(task))
 
     with trio.fail_after(20):
-        async with real_time(ff):
-            async with trio.open_nursery() as nursery:
-                for i in range(16):
-                    nursery.start_soon(greedy, i)
-                await trio.sleep(5.0)
-                stop.set()
+        async with real_time(ff), trio.open_nursery() as nursery:
+            for i in range(16):
+                nursery.start_soon(greedy, i)
+            await trio.sleep(5.0)
+            stop.set()
     worst, at = max_in_window(times, 1000)
     print(f"{len(times)} claims; at most {worst} in a 1 s window (from {at})")
     assert worst <= 5, (worst, at, sorted(times))
@@ -237,17 +237,17 @@ async def test_max_concurrent_holds_while_workers_claim_crash_and_complete(ff):
     ids = await create_many(ff, [{"lane_id": lane, "policy": limits_policy(quota_id=qid)}
                                  for _ in range(10)])
     seen = 0
+
+    async def worker(i: int, got: list[dict]) -> None:
+        task = await claim(ff, lane, worker=f"c{i}", lease_ttl_ms=1000)
+        if task is not None:
+            got.append(task)
+
     for _ in range(40):
         got: list[dict] = []
-
-        async def worker(i: int) -> None:
-            task = await claim(ff, lane, worker=f"c{i}", lease_ttl_ms=1000)
-            if task is not None:
-                got.append(task)
-
         async with trio.open_nursery() as nursery:
             for i in range(6):
-                nursery.start_soon(worker, i)
+                nursery.start_soon(worker, i, got)
         status = await quota_status(ff, qid)
         leased = await leased_count(ff, ids)
         assert len(got) <= 2 and leased <= 2 and status["active"] == leased, (
@@ -320,7 +320,7 @@ async def test_ending_a_lease_frees_its_slot(ff, action):
     qid = await quota(ff, concurrent=2)
     retry = {"retry_policy": {"max_retries": 3, "backoff": {
         "type": "fixed", "delay_ms": 60_000}}} if action == "fail_with_retry" else {}
-    ids = [await limited(ff, lane, quota_id=qid, policy=retry) for _ in range(3)]
+    ids = await in_order(ff, 3, lane, quota_id=qid, policy=retry)
     first = await claim(ff, lane, lease_ttl_ms=5000)
     second = await claim(ff, lane, worker="w2")
     assert (first["execution_id"], second["execution_id"]) == tuple(ids[:2])
@@ -344,8 +344,7 @@ async def test_ending_a_lease_frees_its_slot(ff, action):
 async def test_a_freed_slot_wakes_a_long_polling_claim(ff):
     lane = fresh_lane()
     qid = await quota(ff, concurrent=1)
-    first_id = await limited(ff, lane, quota_id=qid)
-    waiting_id = await limited(ff, lane, quota_id=qid)
+    first_id, waiting_id = await in_order(ff, 2, lane, quota_id=qid)
     first = await claim(ff, lane)
     assert first["execution_id"] == first_id
 
@@ -384,3 +383,36 @@ async def test_concurrency_full_work_never_hides_other_work(ff):
     assert await claim(ff, lane) is not None
     assert await claim_id(ff, lane) == free
     assert await claim(ff, lane) is None
+
+
+async def batch_claim(ff, lane: str, max_tasks: int) -> list[dict]:
+    reply = await ff.call("POST", "/v1/workers/w1/claim-task",
+                          {"lane_id": lane, "worker_instance_id": "w1-1",
+                           "max_tasks": max_tasks})
+    assert reply.status in (200, 204), reply
+    return reply.body["tasks"] if reply.status == 200 else []
+
+
+async def test_a_batch_claim_takes_no_more_than_the_rate_allows(ff):
+    lane = fresh_lane()
+    qid = await quota(ff, window_seconds=60, rate=3)
+    await create_many(ff, [{"lane_id": lane, "policy": limits_policy(quota_id=qid)}
+                           for _ in range(10)])
+    free = set(await create_many(ff, [{"lane_id": lane} for _ in range(2)]))
+    tasks = await batch_claim(ff, lane, 10)
+    quota_tasks = [t for t in tasks if t["execution_id"] not in free]
+    assert len(quota_tasks) == 3 and len(tasks) == 5, [t["execution_id"] for t in tasks]
+    assert (await quota_status(ff, qid))["admitted_in_window"] == 3
+    assert await batch_claim(ff, lane, 10) == []
+
+
+async def test_a_batch_claim_takes_no_more_than_the_free_slots(ff):
+    lane = fresh_lane()
+    qid = await quota(ff, concurrent=2)
+    await create_many(ff, [{"lane_id": lane, "policy": limits_policy(quota_id=qid)}
+                           for _ in range(10)])
+    tasks = await batch_claim(ff, lane, 10)
+    assert len(tasks) == 2
+    assert (await quota_status(ff, qid))["active"] == 2
+    await _complete(ff, tasks[0])
+    assert len(await batch_claim(ff, lane, 10)) == 1

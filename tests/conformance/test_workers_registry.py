@@ -199,19 +199,30 @@ async def test_later_claims_keep_a_worker_alive(ff):
     assert (await worker_entry(ff, "w1-1"))["alive"] is False
 
 
-async def test_renewing_a_lease_is_a_heartbeat(ff):
+async def test_a_claim_keeps_the_registered_liveness_ttl(ff):
     lane = fresh_lane()
     assert (await register(ff, "w1", "w1-1", lanes=[lane], liveness_ttl_ms=1000)).status == 201
     await ff.create(lane_id=lane)
-    task = await claim(ff, lane, lease_ttl_ms=60_000)
-    assert (await worker_entry(ff, "w1-1"))["liveness_ttl_ms"] == 1000  # a claim keeps it
-    ff.clock.advance(900)
+    assert await claim(ff, lane) is not None
+    ff.clock.advance(500)
+    assert await claim(ff, lane) is None
+    entry = await worker_entry(ff, "w1-1")
+    assert entry["liveness_ttl_ms"] == 1000, entry
+    ff.clock.advance(1001)
+    assert (await worker_entry(ff, "w1-1"))["alive"] is False
+
+
+async def test_renewing_a_lease_is_a_heartbeat(ff):
+    lane = fresh_lane()
+    await ff.create(lane_id=lane)
+    task = await claim(ff, lane, lease_ttl_ms=120_000)
+    ff.clock.advance(20_000)
     assert (await ff.worker_op("renew", task)).status == 200
-    ff.clock.advance(900)
+    ff.clock.advance(20_000)
     entry = await worker_entry(ff, "w1-1")
     assert entry["alive"] is True, entry
-    assert ms(entry["last_seen_at"]) == ff.clock.now_ms() - 900
-    ff.clock.advance(200)
+    assert ms(entry["last_seen_at"]) == ff.clock.now_ms() - 20_000
+    ff.clock.advance(10_001)
     assert (await worker_entry(ff, "w1-1"))["alive"] is False
 
 
