@@ -4,8 +4,8 @@
 -- Files are concatenated in name order into one library (flowfabric_lua.library_source),
 -- after a prelude generated from the Python definitions (flowfabric_valkey.generated):
 -- INT_FIELDS, TERMINAL_PUBLIC, RUNNABLE_PUBLIC, RECLAIMABLE, ERROR_KINDS, DEFAULTS, LIMITS,
--- SCANNERS and OPERATIONS come from there (and for flows FLOW_INT_FIELDS and FLOWS, for
--- suspension SUSPENSION).
+-- SCANNERS, OPERATIONS and WAKE_KEYS come from there (and for flows FLOW_INT_FIELDS and
+-- FLOWS, for suspension SUSPENSION).
 -- The state machine mirrors appliance/core/transitions.py rule for rule; Python passes the
 -- time, ids and random draws in, so every function is deterministic.
 --
@@ -14,9 +14,16 @@
 --   ff:x:<eid>:in / :out  STRING input payload / result bytes
 --   ff:x:<eid>:att        HASH   attempt index -> attempt row JSON
 --   ff:p:{fp:N}:all       ZSET   every execution id on the partition (lex order, for listing)
---   ff:p:{fp:N}:claim:<#lane>:<lane>:<caps>  ZSET  claimable executions of one lane with one
---                         requirement set (sorted CSV), member "<9000-prio><created_at><eid>"
---   ff:p:{fp:N}:capsets:<#lane>:<lane>        SET   the requirement sets with claimable work
+--   ff:p:{fp:N}:claim:<#lane>:<lane>:<class>  ZSET  claimable executions of one lane with one
+--                         claim class (record.claim_class: the required capabilities, sorted
+--                         CSV, and with limits "\n<budget ids CSV>\n<quota id>"), member
+--                         "<9000-prio><created_at><eid>"
+--   ff:p:{fp:N}:capsets:<#lane>:<lane>        SET   the claim classes with claimable work
+--   ff:p:{fp:N}:grant     ZSET   grant_expires_at of granted executions (lua/50_admission.lua)
+--   ff:p:{fp:N}:wl:<instance>  ZSET  the leases the worker instance holds here, by their
+--                         latest renewal or claim
+--   ff:p:{fp:N}:wleases / :wseen  HASH  worker instance -> how many / the latest of those
+--                         times (what the worker registry reads)
 --   ff:p:{fp:N}:lanes     ZSET   lane -> when its work here is next claimable (0: now; else the
 --                         earliest delay_until); absent when the lane has none here
 --   ff:p:{fp:N}:delayed[:<lane>] ZSET delay_until
@@ -157,6 +164,34 @@ local function save(ex, before)
   end
   if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
   if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+  -- The worker registry's view of leases (list_workers): per partition, the leases each
+  -- instance holds (wl:<instance>, by their latest renewal or claim), how many (wleases) and
+  -- the latest of those times (wseen).
+  local was = before.ownership_state == 'leased' and before.current_worker_instance_id or nil
+  local is = ex.ownership_state == 'leased' and ex.current_worker_instance_id or nil
+  if was ~= is or (is and ex.lease_last_renewed_at ~= before.lease_last_renewed_at) then
+    local p = pkey(tag_of(ex.execution_id))
+    local function view(instance)
+      local z = p .. 'wl:' .. instance
+      local n = redis.call('ZCARD', z)
+      if n == 0 then
+        redis.call('HDEL', p .. 'wleases', instance)
+        redis.call('HDEL', p .. 'wseen', instance)
+      else
+        redis.call('HSET', p .. 'wleases', instance, n)
+        redis.call('HSET', p .. 'wseen', instance,
+                   redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')[2])
+      end
+    end
+    if was and was ~= is then
+      redis.call('ZREM', p .. 'wl:' .. was, ex.execution_id)
+      view(was)
+    end
+    if is then
+      redis.call('ZADD', p .. 'wl:' .. is, ex.lease_last_renewed_at or 0, ex.execution_id)
+      view(is)
+    end
+  end
 end
 
 local function flat_record(ex)
@@ -219,17 +254,25 @@ local function claim_key(p, lane, caps)
   return p .. 'claim:' .. lane_part(lane) .. ':' .. (caps or '')
 end
 
+-- The claim class the execution is indexed by (a record written before admission existed
+-- has none: its required capabilities are its class).
+local function class_of(ex)
+  local cls = ex.claim_class
+  if cls == nil or cls == '' then return ex.required_capabilities or '' end
+  return cls
+end
+
 local function claim_add(p, ex, member)
-  local caps = ex.required_capabilities or ''
-  redis.call('ZADD', claim_key(p, ex.lane_id, caps), 0, member)
-  redis.call('SADD', capsets_key(p, ex.lane_id), caps)
+  local cls = class_of(ex)
+  redis.call('ZADD', claim_key(p, ex.lane_id, cls), 0, member)
+  redis.call('SADD', capsets_key(p, ex.lane_id), cls)
 end
 
 local function claim_remove(p, ex, member)
-  local caps = ex.required_capabilities or ''
-  local key = claim_key(p, ex.lane_id, caps)
+  local cls = class_of(ex)
+  local key = claim_key(p, ex.lane_id, cls)
   if redis.call('ZREM', key, member) == 1 and redis.call('ZCARD', key) == 0 then
-    redis.call('SREM', capsets_key(p, ex.lane_id), caps)
+    redis.call('SREM', capsets_key(p, ex.lane_id), cls)
   end
 end
 
@@ -238,6 +281,11 @@ end
 local function memberships(ex)
   local m = {}
   if ex.claimable == 1 then m.claim = claim_member(ex) end
+  -- admission.holds_slot: leased or granted holds a slot of its quota
+  if (ex.quota_policy_id or '') ~= '' and (ex.ownership_state == 'leased'
+                                           or ex.grant_expires_at ~= nil) then
+    m.slot = ex.quota_policy_id
+  end
   for _, s in ipairs(SCANNERS) do
     if s.only_field == '' or ex[s.only_field] == s.only_value then m[s.index] = ex[s.clock] end
   end
@@ -250,6 +298,11 @@ end
 local woken = {}
 local woken_lanes = {}
 local made_claimable = 0
+-- Quotas a slot of which this call freed and budgets it reset, published as
+-- "<origin>|q:<quota>" / "<origin>|b:<budget>": claims of any lane held back by them look
+-- again (admission.wake_key; the caller's own claims hear of a freed slot from the call's
+-- answer, which names the wake key like a lane).
+local freed = {}
 -- Flow members this call ended or brought back from an end (lua/30_flows.lua resolves their
 -- edges once the call's own writes are done), and the flow functions, defined there.
 local moves = {ended = {}, back = {}}
@@ -281,17 +334,27 @@ local function sync(ex, before, force)
   local eid, lane = ex.execution_id, ex.lane_id
   local now = memberships(ex)
   local lane_changed = force or before.claim ~= now.claim or before.delayed ~= now.delayed
+  local wake = false
   if force or before.claim ~= now.claim then
     if before.claim then claim_remove(p, ex, before.claim) end
     if force and not now.claim then claim_remove(p, ex, claim_member(ex)) end
     if now.claim then
       claim_add(p, ex, now.claim)
       if not before.claim then
-        woken[ex.partition_id .. ':' .. lane] = lane
-        woken_lanes[#woken_lanes + 1] = lane
+        wake = true
         made_claimable = made_claimable + 1
       end
     end
+  end
+  if wake then
+    woken[ex.partition_id .. ':' .. lane] = lane
+    woken_lanes[#woken_lanes + 1] = lane
+  end
+  -- It stopped holding a slot of its quota: claims held back by the quota look again (its
+  -- wake key, as ops.write reports it).
+  if before.slot and not now.slot then
+    freed['q:' .. before.slot] = true
+    woken_lanes[#woken_lanes + 1] = WAKE_KEYS.quota .. before.slot
   end
   for _, s in ipairs(SCANNERS) do
     local name = s.index
@@ -327,15 +390,18 @@ local function publish_woken()
   for where, _ in pairs(woken) do
     redis.call('PUBLISH', WORK_CHANNEL, origin .. '|' .. where)
   end
+  for where, _ in pairs(freed) do
+    redis.call('PUBLISH', WORK_CHANNEL, origin .. '|' .. where)
+  end
   local lanes = woken_lanes
-  woken, woken_lanes, made_claimable, origin = {}, {}, 0, ''
+  woken, woken_lanes, made_claimable, origin, freed = {}, {}, 0, '', {}
   return lanes
 end
 
 -- What a call starts from: nothing woken, no flow member moved.
 local function fresh_call()
   NULL = cjson.null
-  woken, woken_lanes, made_claimable, origin = {}, {}, 0, ''
+  woken, woken_lanes, made_claimable, origin, freed = {}, {}, 0, '', {}
   moves = {ended = {}, back = {}}
 end
 

@@ -51,6 +51,7 @@ local function set_state(ex, c, phase, ownership, eligibility, blocking, outcome
   ex.blocking_detail = detail or ''
   ex.public_state = derive_public_state(phase, eligibility, outcome)
   ex.claimable = is_claimable(phase, ownership, eligibility) and 1 or 0
+  ex.grant_worker_id, ex.grant_expires_at = nil, nil  -- a state change voids a claim grant
   ex.last_transition_at, ex.last_mutation_at = c.now, c.now
   if eligibility ~= 'not_eligible_until_time' then ex.delay_until = nil end
   if phase ~= 'active' then ex.attempt_deadline_at = nil end
@@ -522,7 +523,20 @@ local function rule_claim(ex, c, a)
   return {Claimed = {execution_id = ex.execution_id}}, attempt_type
 end
 
+-- -- claim grants (admission.expire_grant) ---------------------------------------------------
+
+-- An unredeemed grant ran out: the execution is claimable again.
+local function rule_expire_grant(ex, c)
+  if ex.grant_expires_at == nil or ex.grant_expires_at > c.now then return nil end
+  ex.grant_worker_id, ex.grant_expires_at = nil, nil
+  ex.claimable = is_claimable(ex.lifecycle_phase, ex.ownership_state, ex.eligibility_state)
+                 and 1 or 0
+  ex.last_mutation_at = c.now
+  return {GrantExpired = {execution_id = ex.execution_id}}
+end
+
 RULES.change_priority = rule_change_priority
+RULES.expire_grant = rule_expire_grant
 RULES.replay = rule_replay
 RULES.cancel = rule_cancel
 RULES.revoke_lease = rule_revoke_lease

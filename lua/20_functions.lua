@@ -159,27 +159,91 @@ local function promote_due(p, lane, a, c)
   end
 end
 
--- The best executions the worker can run (priority DESC, created_at, id), up to a.max, looking
--- only at the heads of requirement sets the worker satisfies, so unrunnable work never hides
--- runnable work; each one leased adds {attempt_type, payload, record} to `out`.
-local function lease_best(p, lane, a, c, out)
+-- A claim class: required capabilities, budget ids (a list), quota id ('' when none).
+local function class_parts(cls)
+  local caps, budgets, quota = string.match(cls, '^([^\n]*)\n([^\n]*)\n([^\n]*)$')
+  if caps == nil then return cls, {}, '' end
+  local list = {}
+  for b in string.gmatch(budgets, '[^,]+') do list[#list + 1] = b end
+  return caps, list, quota
+end
+
+-- admission.grant: reserve a claimable execution for the worker until now + ttl.
+local function grant_one(ex, c, worker_id, ttl)
+  ex.claimable = 0
+  ex.grant_worker_id, ex.grant_expires_at = worker_id, c.now + ttl
+  ex.last_mutation_at = c.now
+end
+
+-- The best executions the worker may take (priority DESC, created_at, id), up to a.max,
+-- looking only at the heads of the claim classes it can run (capabilities) and that
+-- admission lets through, so work it may not take never hides work it may. Each one leased
+-- (or granted, with a.grant_ttl_ms) adds {attempt_type ('grant' for a grant), payload,
+-- record} to `out`.
+--
+-- Budgets and quotas live in other slots: the caller passes what it knows of them, a.bud
+-- (budget id -> 1 when it reached a hard limit, else 0) and a.qroom (quota id -> how many
+-- executions of the quota this claim may still admit: a reservation it holds; a.qmore names
+-- those it may reserve more of). A class with a budget or quota the caller gave no verdict
+-- for (or whose room it used up, in a.qmore) is taken from only once it has one: when such a
+-- class holds the best head, the call stops and extra.need names the budgets and the quotas
+-- (with how many executions of each there are here, up to a.max) to decide.
+-- extra.used names the executions admitted under each quota, extra.limited counts those of
+-- classes with a budget or a quota.
+local function lease_best(p, lane, a, c, out, extra)
   local caps = {}
   for cap in string.gmatch(a.capabilities, '[^,]+') do caps[cap] = true end
-  local runnable_sets = {}
-  for _, set in ipairs(redis.call('SMEMBERS', capsets_key(p, lane))) do
-    if capability_match({required_capabilities = set}, caps) then
-      runnable_sets[#runnable_sets + 1] = claim_key(p, lane, set)
+  local bud, qleft, more = a.bud or {}, {}, a.qmore or {}
+  for q, n in pairs(a.qroom or {}) do qleft[q] = n end
+  -- a class admission has yet to decide: a budget or quota without a verdict, or a quota
+  -- whose room this claim used up and may reserve more of (a.qmore)
+  local function undecided(set)
+    local q = set.quota
+    return set.unknown or (q ~= '' and qleft[q] <= 0 and more[q] ~= nil)
+  end
+  local sets = {}
+  for _, cls in ipairs(redis.call('SMEMBERS', capsets_key(p, lane))) do
+    local required, budgets, quota = class_parts(cls)
+    if capability_match({required_capabilities = required}, caps) then
+      local blocked, unknown = false, {}
+      for _, b in ipairs(budgets) do
+        if bud[b] == nil then unknown[#unknown + 1] = b elseif bud[b] == 1 then blocked = true end
+      end
+      if not blocked then
+        sets[#sets + 1] = {key = claim_key(p, lane, cls), quota = quota, budgets = unknown,
+                           unknown = #unknown > 0 or (quota ~= '' and qleft[quota] == nil),
+                           limited = #budgets > 0 or quota ~= ''}
+      end
     end
   end
   local leased, tries = 0, 0
   while leased < a.max and tries < a.window + a.max do
     tries = tries + 1
-    local best_key, best
-    for _, key in ipairs(runnable_sets) do
-      local head = redis.call('ZRANGE', key, 0, 0)[1]
-      if head and (best == nil or head < best) then best_key, best = key, head end
+    local best_set, best
+    for _, set in ipairs(sets) do
+      if set.quota == '' or undecided(set) or qleft[set.quota] > 0 then
+        local head = redis.call('ZRANGE', set.key, 0, 0)[1]
+        if head and (best == nil or head < best) then best_set, best = set, head end
+      end
     end
     if best == nil then return end
+    if undecided(best_set) then  -- admission must decide first
+      local budgets, quotas = {}, {}
+      for _, set in ipairs(sets) do
+        if undecided(set) then
+          for _, b in ipairs(set.budgets) do budgets[b] = true end
+          if set.quota ~= '' and (qleft[set.quota] == nil or qleft[set.quota] <= 0) then
+            quotas[set.quota] = math.min((quotas[set.quota] or 0) +
+                                         redis.call('ZCARD', set.key), a.max - leased)
+          end
+        end
+      end
+      local names = {}
+      for b, _ in pairs(budgets) do names[#names + 1] = b end
+      extra.need = {budgets = names, quotas = quotas}
+      return
+    end
+    local best_key = best_set.key
     local eid = string.sub(best, 21)
     local ex = load(eid)
     if not ex then
@@ -189,34 +253,52 @@ local function lease_best(p, lane, a, c, out)
       sync(ex, memberships(ex), true)
     else
       local before, indexed = copy(ex), memberships(ex)
-      local ca = copy(a)
-      ca.lease_id, ca.attempt_id = a.lease_ids[leased + 1], a.attempt_ids[leased + 1]
-      local _, attempt_type = rule_claim(ex, c, ca)
+      local attempt_type
+      if a.grant_ttl_ms then
+        grant_one(ex, c, a.worker_id, a.grant_ttl_ms)
+        attempt_type = 'grant'
+      else
+        local ca = copy(a)
+        ca.lease_id, ca.attempt_id = a.lease_ids[leased + 1], a.attempt_ids[leased + 1]
+        local _
+        _, attempt_type = rule_claim(ex, c, ca)
+      end
       save(ex, before)
       sync(ex, indexed)
       if not attempt_type then FLOW.note(ex, false) end  -- the reclaim cap ended it
       if attempt_type then
         leased = leased + 1
+        if best_set.limited then extra.limited = (extra.limited or 0) + 1 end
+        if best_set.quota ~= '' then
+          qleft[best_set.quota] = qleft[best_set.quota] - 1
+          local used = extra.used[best_set.quota] or {}
+          used[#used + 1] = eid
+          extra.used[best_set.quota] = used
+        end
         out[#out + 1] = attempt_type
-        out[#out + 1] = redis.call('GET', core_key(eid) .. ':in') or ''
+        out[#out + 1] = attempt_type == 'grant' and '' or
+                        (redis.call('GET', core_key(eid) .. ':in') or '')
         out[#out + 1] = flat_record(ex)
       end
     end
   end
 end
 
--- Promote the lane's due delays on this partition, then lease the best executions for the
--- worker. Answers {next, promoted, resolved, (attempt_type, payload, record)...}, where next
--- says when the lane's work left here is claimable (0: now, -1: there is none), promoted how
--- many delays came due (each made an execution claimable) and resolved the lanes (once per
--- execution) that flow members the reclaim cap ended made claimable.
+-- Promote the lane's due delays on this partition, then lease (or grant) the best
+-- executions for the worker. Answers {next, promoted, resolved, extra, (attempt_type,
+-- payload, record)...}, where next says when the lane's work left here is claimable (0: now,
+-- -1: there is none), promoted how many delays came due (each made an execution claimable),
+-- resolved the lanes (once per execution) that flow members the reclaim cap ended made
+-- claimable, and extra is JSON: {used: {quota: [eids admitted]}, need: (see lease_best)}.
 local function claim(keys, argv)
   local a = args_of(argv)
   local c = ctx(a)
   local p = pkey(string.match(keys[1], '{fp:%d+}'))
   promote_due(p, a.lane_id, a, c)
-  local answer = {0, made_claimable, {}}
-  lease_best(p, a.lane_id, a, c, answer)
+  local answer = {0, made_claimable, {}, ''}
+  local extra = {used = {}}
+  lease_best(p, a.lane_id, a, c, answer, extra)
+  answer[4] = jenc(extra)
   local before = #woken_lanes
   FLOW.finish(c)
   for i = before + 1, #woken_lanes do answer[3][#answer[3] + 1] = woken_lanes[i] end

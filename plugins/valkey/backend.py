@@ -24,6 +24,7 @@ from appliance.core import flows as fl
 from appliance.core import suspension as sp
 from appliance.core import tokens
 from appliance.core import transitions as rules
+from appliance.core.admission import Granted, wake_key
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import (
     FlowFabricError,
@@ -42,6 +43,7 @@ from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
 
 from . import codec, keys, library
+from .admission import AdmissionMixin, ClaimGate, LaneNeeds
 from .connection import Connection
 from .lanes import WorkMap
 from .settings import ValkeySettings
@@ -58,11 +60,13 @@ PROMOTE_ON_CLAIM = 16
 #: data gets them back within this time).
 KNOWN_MAX_AGE_S = 60.0
 PUBSUB_POLL_S = 1.0
+#: What a work notification names besides "<partition>:<lane>" (lua/00_library.lua).
+WAKE_KINDS = {"b": "budget", "q": "quota"}
 #: ``/healthz`` must answer within 100 ms whatever the store does.
 PING_TIMEOUT_S = 0.08
 
 
-class ValkeyBackend(BackendBase):
+class ValkeyBackend(AdmissionMixin, BackendBase):
     name = "valkey"
 
     def __init__(self, settings: ValkeySettings) -> None:
@@ -77,6 +81,8 @@ class ValkeyBackend(BackendBase):
         self._used: set[int] = set()
         #: The operations the loaded library has a function for.
         self._operations: frozenset[str] = frozenset()
+        self._needs = LaneNeeds()
+        self._quota_cursors: dict[int, str] = {}
 
     def describe(self) -> str:
         return f"valkey {self.settings.describe()}"
@@ -178,7 +184,8 @@ class ValkeyBackend(BackendBase):
         lanes, and only those, look there again."""
         partition = parse_execution_id(execution_id).partition
         for lane in lanes:
-            self._work.mark(partition, lane)
+            if not lane.startswith("\x1f"):  # a wake key (admission.wake_key), not a lane
+                self._work.mark(partition, lane)
 
     async def _used_partitions(self) -> list[int]:
         raw = await self._conn().command("SMEMBERS", keys.USED_PARTITIONS)
@@ -302,34 +309,32 @@ class ValkeyBackend(BackendBase):
 
     # -- claiming -------------------------------------------------------------------------
     async def claim(self, args: ClaimArgs) -> Claim:
+        """The lane's partitions in turn (``_claim_partition``: one FCALL each unless limited
+        work needs verdicts, spec/admission.md); grants instead of leases with
+        ``grant_ttl_ms``."""
         call = self._args(lane_id=args.lane_id, capabilities=",".join(args.capabilities),
                           worker_id=args.worker_id, worker_instance_id=args.worker_instance_id,
                           lease_ttl_ms=args.lease_ttl_ms, window=CLAIM_WINDOW,
-                          promote_limit=PROMOTE_ON_CLAIM)
+                          promote_limit=PROMOTE_ON_CLAIM, grant_ttl_ms=args.grant_ttl_ms)
         solo = solo_partition(args.lane_id, self.env.partitions.flow)
         woken: list[str] = []
         tasks: list[tuple[dict[str, Any], bytes]] = []
-        for partition in await self._claim_order(args.lane_id, solo, call["now"]):
-            want = args.max_tasks - len(tasks)
-            ids = fresh_uuids(2 * want)
-            call.update(max=want, lease_ids=ids[:want], attempt_ids=ids[want:])
-            since = self._work.view(args.lane_id).version
-            got = await self._fcall("ff_claim", keys.partition(partition), call)
-            self._work.seen(args.lane_id, partition, float(got[0]), since)
-            woken += [args.lane_id] * int(got[1])
-            resolved = [lane.decode() for lane in got[2]]  # flow members the claim ended
-            for lane in set(resolved):
-                self._work.mark(partition, lane)
-            woken += resolved
-            for i in range(3, len(got), 3):
-                attempt_type, payload, flat = got[i:i + 3]
-                ex = codec.execution_from(flat)
-                assert ex is not None
-                tasks.append((rules.claim_answer(ex, attempt_type.decode(), args.lease_ttl_ms),
-                              bytes(payload)))
-            if len(tasks) >= args.max_tasks:
-                break
-        return Claim(tuple(tasks), tuple(woken))
+        grants: list[Granted] = []
+        gate = ClaimGate(self, call["now"], args.lane_id)
+        hint = self._needs.get(args.lane_id)
+        try:
+            order = await self._claim_order(args.lane_id, solo, call["now"])
+            if hint is not None and order:  # its last claim had to decide these: first
+                await gate.resolve(hint[0], hint[1], args.max_tasks)
+            for partition in order:
+                await self._claim_partition(partition, call, args, gate, tasks, grants, woken)
+                if len(tasks) + len(grants) >= args.max_tasks:
+                    break
+        finally:
+            with trio.CancelScope(shield=True):
+                await gate.commit()
+        self._needs.after(args.lane_id, gate, hint is not None)
+        return Claim(tuple(tasks), tuple(woken), tuple(grants), gate.retry_at(), gate.gated())
 
     # -- flows (spec/flows.md): every change one FCALL on the flow's partition --------------
     def _flow_key(self, flow_id: str) -> tuple[int, str]:
@@ -760,10 +765,14 @@ class ValkeyBackend(BackendBase):
                     continue
                 if message and message.get("type") == "message":
                     origin, _, where = message["data"].decode().partition("|")
-                    if origin != self.origin:  # this appliance woke its own claims
-                        partition, _, lane = where.partition(":")
-                        self._work.mark(int(partition), lane)
-                        notify(lane)
+                    if origin == self.origin:  # this appliance woke its own claims
+                        continue
+                    kind, _, rest = where.partition(":")
+                    if kind in WAKE_KINDS:  # a budget reset, a quota slot freed: the claims
+                        notify(wake_key(WAKE_KINDS[kind], rest))  # they held back look again
+                    else:
+                        self._work.mark(int(kind), rest)
+                        notify(rest)
         finally:
             with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await trio_asyncio.aio_as_trio(pubsub.aclose, loop=conn.loop)()

@@ -8,6 +8,7 @@ from typing import Any
 
 from msgspec import json as _json
 
+from appliance.core.admission import Budget, Worker
 from appliance.core.flows import (
     EDGE_COLUMNS,
     FLOW_COLUMNS,
@@ -33,6 +34,9 @@ _REQUIRED = [name for name, f in _FIELDS.items()
 
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+
+
+text = _text
 
 
 #: field name (bytes and str) -> (name, how to read its stored value; int() reads digits
@@ -167,3 +171,55 @@ def keystore_from_hash(stored: Mapping[Any, Any]) -> Keystore:
         elif name.startswith("e:"):
             keys.expires[name[2:]] = int(value)
     return keys
+
+
+# -- admission -------------------------------------------------------------------------------
+
+_BUDGET_FIELDS = {f.name: f for f in fields(Budget)}
+_BUDGET_INTS = {name for name, f in _BUDGET_FIELDS.items() if str(f.type).startswith("int")}
+
+
+def budget_fields(b: Budget) -> list[str]:
+    """A new budget as the library stores it (HSET field/value pairs): the scalar columns
+    (None absent), limits as JSON, u:<dim> -> usage."""
+    flat: list[str] = []
+    for name in _BUDGET_FIELDS:
+        if name == "limits":
+            flat += [name, b.limits_json()]
+        elif name == "usage":
+            for dim, used in b.usage.items():
+                flat += ["u:" + dim, str(used)]
+        else:
+            value = getattr(b, name)
+            if value is not None:
+                flat += [name, str(value)]
+    return flat
+
+
+def budget_from(stored: Mapping[Any, Any] | Sequence[Any]) -> Budget | None:
+    """A ``Budget`` from its hash (HGETALL, or the flat list a function returns)."""
+    values: dict[str, Any] = {}
+    usage: dict[str, int] = {}
+    for raw_key, raw_value in _pairs(stored):
+        name, value = _text(raw_key), _text(raw_value)
+        if name.startswith("u:"):
+            usage[name[2:]] = int(value)
+        elif name == "limits":
+            values[name] = Budget.decode_limits(value)
+        elif name in _BUDGET_FIELDS and name != "usage":
+            values[name] = int(value) if name in _BUDGET_INTS else value
+    if "budget_id" not in values:
+        return None
+    return Budget(**values, usage=usage)
+
+
+def worker_from(stored: Mapping[Any, Any]) -> Worker | None:
+    """A registry entry from its hash."""
+    doc = {_text(k): _text(v) for k, v in stored.items()}
+    if "worker_id" not in doc:
+        return None
+    return Worker(doc["worker_id"], doc["worker_instance_id"],
+                  tuple(_json.decode(doc.get("lanes") or "[]")),
+                  tuple(_json.decode(doc.get("capabilities") or "[]")),
+                  int(doc.get("liveness_ttl_ms") or 30_000), int(doc.get("registered_at") or 0),
+                  int(doc.get("last_seen_at") or 0))

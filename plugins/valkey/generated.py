@@ -14,6 +14,7 @@ from typing import Any
 from appliance.backend.sql.flows import CANCEL_GRACE_MS, RESOLVE_MAX_STEPS
 from appliance.core import conditions, flows
 from appliance.core import suspension as sp
+from appliance.core.admission import wake_key
 from appliance.core.errors import KINDS
 from appliance.core.limits import DURATION_MAX_MS, U32_MAX
 from appliance.core.operations import OPERATIONS
@@ -40,7 +41,8 @@ def lua(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + "".join(f"\\{ord(c):03d}" if ord(c) < 0x20 else c for c in text) + '"'
     if isinstance(value, dict):
         return "{" + ", ".join(f"[{lua(str(k))}] = {lua(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -75,6 +77,7 @@ def prelude() -> str:
                       "only_field": s.only[0] if s.only else "",
                       "only_value": s.only[1] if s.only else ""} for s in SCANNERS],
         "OPERATIONS": [[op.name, op.lua] for op in OPERATIONS.values()],
+        "WAKE_KEYS": {"quota": wake_key("quota", ""), "budget": wake_key("budget", "")},
         "FLOW_INT_FIELDS": {name: True for name in int_fields(flows.Flow)},
         "FLOWS": {"cancel_grace_ms": CANCEL_GRACE_MS, "resolve_max_steps": RESOLVE_MAX_STEPS,
                   "flow_cancel": flows.FLOW_CANCEL,
