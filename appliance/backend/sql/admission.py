@@ -29,6 +29,8 @@ from appliance.core.transitions import _check_lease
 
 from .statements import Op, all_, exec_, later, notify, one
 
+#: Window entries are kept this long past their window (clocks of appliances differ).
+TRIM_GRACE_MS = 5_000
 _ACTIVE = ("SELECT COUNT(*) AS n FROM ff_exec WHERE quota_policy_id = ? AND "
            "quota_policy_id <> '' AND (ownership_state = 'leased' OR grant_expires_at IS NOT "
            "NULL)")
@@ -268,13 +270,14 @@ def get_quota(quota_id: str, now: int) -> Op:
 
 
 def trim_quota_windows(now: int, limit: int) -> Op:
-    """The quota reconciler: drop admissions older than their quota's window (the counts
-    themselves are read from the records, so nothing else can drift)."""
+    """The quota reconciler: drop admissions a grace past their quota's window (a claim
+    whose clock lags this one's still counts them; the counts themselves are read from
+    the records, so nothing else can drift)."""
     gone = yield exec_("DELETE FROM ff_quota_admission WHERE (quota_policy_id, admitted_at, "
                        "execution_id) IN (SELECT a.quota_policy_id, a.admitted_at, "
                        "a.execution_id FROM ff_quota_admission a JOIN ff_quota q ON "
                        "q.quota_policy_id = a.quota_policy_id WHERE a.admitted_at <= ? - "
-                       "q.window_seconds * 1000 LIMIT ?)", now, limit)
+                       "q.window_seconds * 1000 LIMIT ?)", now - TRIM_GRACE_MS, limit)
     yield exec_("DELETE FROM ff_budget_dedup WHERE (budget_id, dedup_key) IN (SELECT "
                 "budget_id, dedup_key FROM ff_budget_dedup WHERE expires_at <= ? LIMIT ?)",
                 now, limit)
