@@ -48,6 +48,13 @@ SETTINGS = (
     Setting("FF_MAX_CLAIM_WAIT_MS", "30000", "longest long-poll a claim-task may ask for"),
     Setting("FF_WORKER_LIVENESS_TTL_MS", "30000",
             "a worker registered by its claims is alive this long after it was last seen"),
+    Setting("FF_STREAM_MAX_FRAME_BYTES", "65536", "largest payload of one stream frame"),
+    Setting("FF_STREAM_MAX_BYTES", "268435456",
+            "payload bytes one attempt's stream may take over its life"),
+    Setting("FF_MAX_CONCURRENT_STREAM_OPS", "64",
+            "stream reads, tails and event streams served at once; more get 429"),
+    Setting("FF_SSE_KEEPALIVE_MS", "15000",
+            "an event stream sends a keep-alive comment (and looks again) this often"),
     Setting("FF_CLAIM_REPOLL_MS", "1000",
             "a long-polling claim also looks again this often, in case a wake-up from another "
             "appliance was lost; 0: only when woken"),
@@ -90,6 +97,10 @@ class Config:
     default_lease_ttl_ms: int = 30_000
     max_claim_wait_ms: int = 30_000
     worker_liveness_ttl_ms: int = 30_000
+    stream_max_frame_bytes: int = 65_536
+    stream_max_bytes: int = 256 * 1_048_576
+    max_concurrent_stream_ops: int = 64
+    sse_keepalive_s: float = 15.0
     #: 0: a long-polling claim looks again only when woken.
     claim_repoll_s: float = 1.0
     body_timeout_s: float = 30.0
@@ -156,6 +167,13 @@ def load_config(env: Mapping[str, str], overrides: Mapping[str, str] | None = No
         max_claim_wait_ms=_int("FF_MAX_CLAIM_WAIT_MS", get("FF_MAX_CLAIM_WAIT_MS"), 0, 300_000),
         worker_liveness_ttl_ms=_int("FF_WORKER_LIVENESS_TTL_MS",
                                     get("FF_WORKER_LIVENESS_TTL_MS"), 1000, 86_400_000),
+        stream_max_frame_bytes=_int("FF_STREAM_MAX_FRAME_BYTES",
+                                    get("FF_STREAM_MAX_FRAME_BYTES"), 1, 16 * 1_048_576),
+        stream_max_bytes=_int("FF_STREAM_MAX_BYTES", get("FF_STREAM_MAX_BYTES"), 1, 2**53),
+        max_concurrent_stream_ops=_int("FF_MAX_CONCURRENT_STREAM_OPS",
+                                       get("FF_MAX_CONCURRENT_STREAM_OPS"), 1, 100_000),
+        sse_keepalive_s=_int("FF_SSE_KEEPALIVE_MS", get("FF_SSE_KEEPALIVE_MS"), 100,
+                             3_600_000) / 1000,
         claim_repoll_s=_int("FF_CLAIM_REPOLL_MS", get("FF_CLAIM_REPOLL_MS"), 0, 3_600_000) / 1000,
         body_timeout_s=_int("FF_BODY_TIMEOUT_MS", get("FF_BODY_TIMEOUT_MS"), 100,
                             3_600_000) / 1000,

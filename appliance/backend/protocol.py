@@ -19,6 +19,7 @@ from typing import Any
 import trio
 
 from appliance.core import admission as adm
+from appliance.core import streams as st
 from appliance.core.admission import Granted
 from appliance.core.clock import Clock, SystemClock
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
@@ -51,7 +52,7 @@ from appliance.core.tokens import Keystore, Rotation
 
 #: The operations that are not rule-shaped, as ``capabilities()`` names them.
 BASIC = ("create", "claim", "get_execution", "get_result", "list_executions", "due",
-         "create_flow", "suspend", "create_budget")
+         "create_flow", "suspend", "create_budget", "append_frames")
 
 
 @dataclass(slots=True)
@@ -312,6 +313,24 @@ class BackendBase:
         """The claimable executions of its lane a claim takes before ``ex``, counted by
         claim class (the service leaves out the classes admission holds back)."""
         raise Unavailable("lane_position", self.name)
+
+    # -- attempt streams (spec/streams.md) ------------------------------------------------------
+    async def append_frames(self, execution_id: str, args: st.AppendArgs
+                            ) -> tuple[st.Appended, tuple[str, ...]]:
+        """Append a batch in one atomic step, the lease checked in it (``streams.check_writer``,
+        ``streams.plan_append``); the answer and the wake keys it notified."""
+        raise Unavailable("append_frames", self.name)
+
+    async def read_frames(self, execution_id: str, index: int, lo: st.FrameId, hi: st.FrameId,
+                          limit: int) -> st.StreamPage:
+        """Up to ``limit`` frames of attempt ``index`` with ids in ``lo..hi`` (inclusive), oldest
+        first, expired best-effort ones left out, and the close marker (``streams.closed``),
+        read together. Raises ``ExecutionNotFound``."""
+        raise Unavailable("read_frames", self.name)
+
+    async def stream_summary(self, execution_id: str, index: int) -> st.Summary | None:
+        """The attempt's summary document (None: never patched). Raises ``ExecutionNotFound``."""
+        raise Unavailable("stream_summary", self.name)
 
 
 #: Type alias used in signatures: anything shaped like BackendBase.

@@ -48,8 +48,9 @@ def runs(required: str, worker_caps: frozenset[str] | set[str]) -> bool:
 
 
 def wake_key(kind: str, ident: str) -> str:
-    """The name claims held back by budget or quota ``ident`` wait on beside their lane (a
-    lane is printable ASCII, so this cannot be one)."""
+    """A wake key: what waiters wait on besides a lane — claims held back by budget or
+    quota ``ident``, tails of execution ``ident``'s streams (kind ``stream``). A lane is
+    printable ASCII, so this cannot be one."""
     return f"\x1f{kind}:{ident}"
 
 

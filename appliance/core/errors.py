@@ -54,6 +54,10 @@ class FlowFabricError(Exception):
         """The error of this kind, its message built from ``details`` by ``template``."""
         return cls(cls.template.format_map(_Shown(details)), details=details)
 
+    def headers(self) -> dict[str, str]:
+        """Headers the HTTP answer carries besides the body (e.g. ``retry-after``)."""
+        return {}
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "kind": self.kind,
                                 "retryable": self.retryable}

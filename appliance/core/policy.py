@@ -71,7 +71,8 @@ class RoutingBody(Body):
 class StreamPolicyBody(Body):
     retention_ttl_ms: Duration | None = None
     durability_mode: Literal["buffered"] = "buffered"
-    retention_maxlen: Literal[10_000] = 10_000
+    #: The durable frames an attempt's stream keeps (spec/streams.md).
+    retention_maxlen: Annotated[int, Meta(ge=1, le=10_000)] | None = None
 
 
 class TierBody(Body):
@@ -175,6 +176,7 @@ class ExecutionPolicy:
     required_capabilities: tuple[str, ...] = ()
     dedup_window_ms: int | None = None
     retention_ttl_ms: int | None = None
+    retention_maxlen: int | None = None
     fallback_tiers: tuple[dict[str, Any], ...] = ()
     priority: int | None = None
     delay_until: int | None = None
@@ -199,8 +201,11 @@ class ExecutionPolicy:
             doc["routing_requirements"] = {"required_capabilities": list(self.required_capabilities)}
         if self.dedup_window_ms is not None:
             doc["dedup_window_ms"] = self.dedup_window_ms
-        if self.retention_ttl_ms is not None:
-            doc["stream_policy"] = {"retention_ttl_ms": self.retention_ttl_ms}
+        stream = {k: v for k, v in (("retention_ttl_ms", self.retention_ttl_ms),
+                                    ("retention_maxlen", self.retention_maxlen))
+                  if v is not None}
+        if stream:
+            doc["stream_policy"] = stream
         if self.fallback_tiers:
             doc["fallback_policy"] = {"tiers": list(self.fallback_tiers)}
         if self.budget_ids:
@@ -255,6 +260,7 @@ def from_body(body: PolicyBody, *, strict: bool) -> ExecutionPolicy:
         required_capabilities=caps,
         dedup_window_ms=body.dedup_window_ms,
         retention_ttl_ms=body.stream_policy.retention_ttl_ms if body.stream_policy else None,
+        retention_maxlen=body.stream_policy.retention_maxlen if body.stream_policy else None,
         fallback_tiers=tuple({k: v for k, v in msgspec.structs.asdict(t).items()
                               if v is not None}
                              for t in (body.fallback_policy.tiers if body.fallback_policy

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from msgspec import Meta
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
 from appliance.core import admission as adm
 from appliance.core.contracts import ClaimArgs
@@ -19,7 +19,7 @@ from appliance.core.schema import Body, Str256, Time
 from appliance.service import Service
 
 from .errors import json_response
-from .routing import Routes
+from .routing import Routes, query
 from .workers import LeaseTtl, task_answer
 
 Amount = Annotated[int, Meta(ge=0, le=2**53 - 1)]
@@ -140,14 +140,6 @@ def _worker_args(worker_id: str, instance: Any, lane: Any, caps: Any, caps_field
                      capabilities=parse_capabilities(caps, "worker", caps_field), **more)
 
 
-def _query(allowed: set[str]) -> dict[str, str]:
-    query = dict(request.args)
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown field {unknown[0][:64]!r} in query; remove it")
-    return query
-
-
 def routes(service: Service, r: Routes) -> Blueprint:
     bp = Blueprint("admission", __name__)
     admission = service.admission
@@ -259,12 +251,12 @@ def routes(service: Service, r: Routes) -> Blueprint:
 
     @r.route(bp, "/v1/workers", ["GET"])
     async def list_workers() -> Response:
-        query = _query({"lane", "after", "limit"})
-        raw = query.get("limit") or "100"
+        found = query({"lane", "after", "limit"})
+        raw = found.get("limit") or "100"
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIST:
             raise InvalidInput(f"query.limit: must be an integer in 1..{MAX_LIST}")
-        lane = validate_lane(query["lane"], "query.lane") if "lane" in query else None
-        after = (validate_worker_name(query["after"], "query.after") if query.get("after")
+        lane = validate_lane(found["lane"], "query.lane") if "lane" in found else None
+        after = (validate_worker_name(found["after"], "query.after") if found.get("after")
                  else None)
         workers, cursor = await admission.workers(lane, after, int(raw))
         return json_response({"workers": workers, "next_cursor": cursor})

@@ -12,14 +12,14 @@ from quart_trio import QuartTrio
 from appliance.config import Config
 from appliance.service import Service
 
-from . import admission, executions, flows, guards, suspension, workers
+from . import admission, executions, flows, guards, streams, suspension, workers
 from .connection import ShieldedSendConnection
 from .errors import error_response, json_response
 from .guards import BATCH
 from .routing import Routes
 
 #: Each resource module contributes ``routes(service, r) -> Blueprint``.
-RESOURCES = (executions, workers, flows, suspension, admission)
+RESOURCES = (executions, workers, flows, suspension, admission, streams)
 
 
 def create_app(service: Service, config: Config, resources: Sequence[Any] = RESOURCES

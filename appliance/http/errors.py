@@ -31,7 +31,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(exc: BaseException, method: str = "", path: str = "") -> Response:
     if isinstance(exc, FlowFabricError):
-        return json_response(exc.to_json(), exc.status)
+        return json_response(exc.to_json(), exc.status, exc.headers() or None)
     if isinstance(exc, RoutingException) and (not isinstance(exc, HTTPException)
                                               or 300 <= (exc.code or 0) < 400):
         exc = NotFound()  # werkzeug's redirects (a trailing or doubled slash): not a route

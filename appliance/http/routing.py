@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from quart import Blueprint, request
 
-from appliance.core.errors import FlowFabricError
+from appliance.core.errors import FlowFabricError, InvalidInput
 from appliance.core.ids import parse_execution_id
 from appliance.core.schema import Body, convert
 
@@ -51,6 +51,15 @@ class Routes:
     def eid(raw: str) -> str:
         """An execution id from the path, checked."""
         return str(parse_execution_id(raw))
+
+
+def query(allowed: set[str]) -> dict[str, str]:
+    """The query string's fields; one the route does not know is a 400."""
+    found = dict(request.args)
+    unknown = sorted(set(found) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0][:64]!r} in query; remove it")
+    return found
 
 
 def items(raw: list[Any], kind: type[B], where: str) -> list[B | FlowFabricError]:

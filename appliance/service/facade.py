@@ -17,6 +17,7 @@ import trio
 from appliance.backend import Backend
 from appliance.backend.protocol import Task
 from appliance.config import Config
+from appliance.core.admission import wake_key
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.errors import ExecutionNotFound
 from appliance.core.operations import Applied, Mutation, Operation
@@ -26,6 +27,7 @@ from appliance.core.record import Execution
 from .admission import Admission
 from .coalesce import Coalescer
 from .flows import Flows
+from .streams import Streams
 from .suspension import Suspensions
 from .work import WorkSignal
 
@@ -42,6 +44,7 @@ class Service:
         self.flows = Flows(self)
         self.suspensions = Suspensions(self)
         self.admission = Admission(self)
+        self.streams = Streams(self)
 
     # -- state changes --------------------------------------------------------------------
     async def apply(self, op: Operation[Any], execution_id: str, args: Any) -> Outcome:
@@ -117,6 +120,8 @@ class Service:
         """Each task says whether it resumes a suspended attempt; one that does carries the
         signals that resumed it (read here unless the store's claim answered them)."""
         for task, _data in tasks:
+            if task["attempt_type"] == "reclaim":  # the previous attempt's stream closed
+                self.wake([wake_key("stream", task["execution_id"])])
             resumed = task["attempt_type"] == "resumed"
             task["resumed"] = resumed
             if not resumed:

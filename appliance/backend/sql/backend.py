@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from appliance.core import admission as adm
+from appliance.core import streams as st
 from appliance.core import flows as fl
 from appliance.core import suspension as sp
 from appliance.core import tokens
@@ -20,7 +21,7 @@ from appliance.core.record import Execution
 from appliance.core.scanners import Scanner
 
 from ..protocol import BackendBase, BackendEnv, Claim, Task
-from . import admission, flows, ops
+from . import admission, flows, ops, streams
 from . import suspension as sus
 from .statements import Op, OpFactory, all_, exec_, one
 
@@ -82,6 +83,20 @@ class SqlBackend(BackendBase):
 
     async def list_executions(self, partition: int, cursor: str | None, limit: int) -> ListPage:
         return await self.read(lambda: ops.list_page(partition, cursor, limit))
+
+    # -- attempt streams ------------------------------------------------------------------------
+    async def append_frames(self, execution_id: str, args: st.AppendArgs
+                            ) -> tuple[st.Appended, tuple[str, ...]]:
+        ctx = self.ctx()
+        return await self.run(lambda: streams.append(execution_id, args, ctx))
+
+    async def read_frames(self, execution_id: str, index: int, lo: st.FrameId, hi: st.FrameId,
+                          limit: int) -> st.StreamPage:
+        now = self.env.clock.now_ms()
+        return await self.read(lambda: streams.read(execution_id, index, lo, hi, limit, now))
+
+    async def stream_summary(self, execution_id: str, index: int) -> st.Summary | None:
+        return await self.read(lambda: streams.summary(execution_id, index))
 
     # -- flows ------------------------------------------------------------------------------
     async def create_flow(self, sub: fl.FlowSubmission) -> tuple[Outcome, tuple[str, ...]]:

@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from appliance.core import admission as adm
+from appliance.core import streams as st
 from appliance.core import transitions as rules
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
 from appliance.core.effects import (
@@ -42,7 +43,7 @@ from appliance.core.suspension import leftover_waitpoints
 from appliance.core.transitions import NoArgs, promote_delayed
 
 from ..protocol import Claim
-from . import admission, flows, suspension
+from . import admission, flows, streams, suspension
 from .statements import Op, Stmt, all_, exec_, grouped, held_writes, later, notify, one
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
@@ -101,6 +102,9 @@ def write(ex: Execution, before: tuple[Any, ...], effect: Effect) -> Op:
         key = adm.wake_key("quota", ex.quota_policy_id)
         yield notify(key)
         woken += (key,)
+    if st.closes(before[_OWNER], ex, any(isinstance(w, UpdateAttempt) and "ended_at" in w.values
+                                         for w in effect.writes)):
+        woken += ((yield from streams.closing(ex.execution_id)),)
     return woken
 
 
@@ -114,6 +118,7 @@ def _held_slot(before: tuple[Any, ...]) -> bool:
 
 def _delete(execution_id: str) -> Op:
     yield from suspension.delete_all(execution_id)
+    yield from streams.delete_all(execution_id)
     yield later("DELETE FROM ff_attempt WHERE execution_id = ?", execution_id)
     yield later("DELETE FROM ff_exec_data WHERE execution_id = ?", execution_id)
     yield later("DELETE FROM ff_exec WHERE execution_id = ?", execution_id)

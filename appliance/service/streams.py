@@ -1,0 +1,140 @@
+"""Attempt streams in the service: appends wake the tails of their execution, tails wait
+for that wake-up (never polling), event streams are tails in a loop, and all reads share
+one bounded pool. Nothing here knows about HTTP. See spec/streams.md."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+from appliance.core import streams as st
+from appliance.core.admission import wake_key
+from appliance.core.errors import ResourceExhausted
+
+if TYPE_CHECKING:
+    from .facade import Service
+
+#: Frames one event-stream read takes at most.
+EVENTS_BATCH = 100
+
+
+class StreamOpsExhausted(ResourceExhausted):
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}
+
+
+class Streams:
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.backend = service.backend
+        self.config = service.config
+        self.in_flight = 0
+
+    # -- the pool ---------------------------------------------------------------------------
+    def permit(self) -> Callable[[], None]:
+        """Take a place in the pool (429 when none is left); call the answer to give it back."""
+        limit = self.config.max_concurrent_stream_ops
+        if self.in_flight >= limit:
+            raise StreamOpsExhausted(f"too many concurrent stream_ops calls (server max: "
+                                     f"{limit}); retry with backoff")
+        self.in_flight += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_flight -= 1
+        return release
+
+    # -- the worker side ----------------------------------------------------------------------
+    async def append(self, execution_id: str, args: st.AppendArgs) -> st.Appended:
+        appended, woken = await self.backend.append_frames(execution_id, args)
+        self.service.wake(woken)
+        return appended
+
+    # -- readers ------------------------------------------------------------------------------
+    async def read(self, execution_id: str, index: int, lo: st.FrameId, hi: st.FrameId,
+                   limit: int) -> st.StreamPage:
+        release = self.permit()
+        try:
+            return await self.backend.read_frames(execution_id, index, lo, hi, limit)
+        finally:
+            release()
+
+    async def tail(self, execution_id: str, index: int, after: st.FrameId, limit: int,
+                   block_ms: int) -> st.StreamPage:
+        release = self.permit()
+        try:
+            return await self.wait_for_frames(execution_id, index, after, limit, block_ms / 1000)
+        finally:
+            release()
+
+    async def wait_for_frames(self, execution_id: str, index: int, after: st.FrameId,
+                              limit: int, wait_s: float) -> st.StreamPage:
+        """Frames after ``after``; with none yet, wait up to ``wait_s`` for an append or the
+        close. The waiter registers before it reads, so an append between the read and the
+        wait still wakes it; a drain wakes every waiter."""
+        work = self.service.work
+        key = wake_key("stream", execution_id)
+        deadline = trio.current_time() + wait_s
+        while True:
+            waiter = work.waiter(key, 0)  # wanting 0: every waiter of the key is woken
+            try:
+                page = await self.backend.read_frames(execution_id, index, after.next(),
+                                                      st.LAST, limit)
+                remaining = deadline - trio.current_time()
+                if page.frames or page.closed or remaining <= 0 or work.closing:
+                    return page
+                with trio.move_on_after(remaining):
+                    await waiter.wait()
+            finally:
+                work.done(key, waiter, claimed=False)
+
+    async def events(self, execution_id: str, index: int, after: st.FrameId
+                     ) -> AsyncIterator[bytes]:
+        """Server-Sent Events from ``after`` until the stream closes (or the appliance
+        drains). The first read happens here, so an unknown execution fails before the
+        response starts; the place in the pool is held until the stream ends."""
+        release = self.permit()
+        try:
+            first = await self.backend.read_frames(execution_id, index, after.next(), st.LAST,
+                                                   EVENTS_BATCH)
+        except BaseException:
+            release()
+            raise
+        return self._events(execution_id, index, first, after, release)
+
+    async def _events(self, execution_id: str, index: int, page: st.StreamPage,
+                      after: st.FrameId, release: Callable[[], None]) -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 1000\n\n"
+            while True:
+                for frame in page.frames:
+                    yield sse_event(frame)
+                    after = frame.id
+                if page.closed is not None and not page.frames:
+                    data = json.dumps({"closed_at": page.closed.at,
+                                       "closed_reason": page.closed.reason},
+                                      separators=(",", ":"))
+                    yield f"event: closed\ndata: {data}\n\n".encode()
+                    return
+                if self.service.work.closing:
+                    return
+                if not page.frames:
+                    yield b": keepalive\n\n"
+                page = await self.wait_for_frames(execution_id, index, after, EVENTS_BATCH,
+                                                  self.config.sse_keepalive_s)
+        finally:
+            release()
+
+    async def summary(self, execution_id: str, index: int) -> st.Summary | None:
+        return await self.backend.stream_summary(execution_id, index)
+
+
+def sse_event(frame: st.Frame) -> bytes:
+    data = json.dumps(frame.wire(), ensure_ascii=False, separators=(",", ":"))
+    return f"id: {frame.id}\nevent: frame\ndata: {data}\n\n".encode()
