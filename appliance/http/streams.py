@@ -147,6 +147,7 @@ def routes(service: Service, r: Routes) -> Blueprint:
         response = Response(events, content_type="text/event-stream",
                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         response.timeout = None  # as long as the attempt runs
+        response.on_disconnect = events.stop  # type: ignore[attr-defined]
         return response
 
     @r.route(bp, f"{base}/summary", ["GET"])

@@ -94,11 +94,11 @@ class Streams:
             finally:
                 work.done(key, waiter, claimed=False)
 
-    async def events(self, execution_id: str, index: int, after: st.FrameId
-                     ) -> AsyncIterator[bytes]:
-        """Server-Sent Events from ``after`` until the stream closes (or the appliance
-        drains). The first read happens here, so an unknown execution fails before the
-        response starts; the place in the pool is held until the stream ends."""
+    async def events(self, execution_id: str, index: int, after: st.FrameId) -> EventStream:
+        """Server-Sent Events from ``after`` until the stream closes, the client goes away
+        (``EventStream.stop``) or the appliance drains. The first read happens here, so an
+        unknown execution fails before the response starts; the place in the pool is held
+        until the event stream ends."""
         release = self.permit()
         try:
             first = await self.backend.read_frames(execution_id, index, after.next(), st.LAST,
@@ -106,10 +106,35 @@ class Streams:
         except BaseException:
             release()
             raise
-        return self._events(execution_id, index, first, after, release)
+        return EventStream(self, execution_id, index, first, after, release)
 
-    async def _events(self, execution_id: str, index: int, page: st.StreamPage,
-                      after: st.FrameId, release: Callable[[], None]) -> AsyncIterator[bytes]:
+    async def summary(self, execution_id: str, index: int) -> st.Summary | None:
+        return await self.backend.stream_summary(execution_id, index)
+
+
+class EventStream:
+    """One event stream's body (iterate it once); ``stop()`` ends it early."""
+
+    def __init__(self, streams: Streams, execution_id: str, index: int, first: st.StreamPage,
+                 after: st.FrameId, release: Callable[[], None]) -> None:
+        self.streams = streams
+        self.execution_id, self.index = execution_id, index
+        self.first, self.after = first, after
+        self.release = release
+        self.stopped = False
+        self._waiting: trio.CancelScope | None = None
+
+    def stop(self) -> None:
+        """The client went away: end at the next wait (a wait under way ends now)."""
+        self.stopped = True
+        if self._waiting is not None:
+            self._waiting.cancel()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        page, after, work = self.first, self.after, self.streams.service.work
         try:
             yield b"retry: 1000\n\n"
             while True:
@@ -122,17 +147,19 @@ class Streams:
                                       separators=(",", ":"))
                     yield f"event: closed\ndata: {data}\n\n".encode()
                     return
-                if self.service.work.closing:
-                    return
                 if not page.frames:
                     yield b": keepalive\n\n"
-                page = await self.wait_for_frames(execution_id, index, after, EVENTS_BATCH,
-                                                  self.config.sse_keepalive_s)
+                if work.closing or self.stopped:
+                    return
+                with trio.CancelScope() as self._waiting:
+                    page = await self.streams.wait_for_frames(
+                        self.execution_id, self.index, after, EVENTS_BATCH,
+                        self.streams.config.sse_keepalive_s)
+                self._waiting = None
+                if self.stopped:
+                    return
         finally:
-            release()
-
-    async def summary(self, execution_id: str, index: int) -> st.Summary | None:
-        return await self.backend.stream_summary(execution_id, index)
+            self.release()
 
 
 def sse_event(frame: st.Frame) -> bytes:

@@ -78,3 +78,19 @@ def test_readme_limits_walkthrough_routes_by_capability_and_spends_the_budget(la
     assert lines[6] == ('[{"worker_instance_id":"cpu-1","active_leases":1},'
                         '{"worker_instance_id":"gpu-1","active_leases":1}]'), stdout
     assert lines[7] == '{"usage":{"tokens":90},"breached":false}', stdout
+
+
+def test_readme_streams_walkthrough_follows_tails_and_summarizes_the_output(launch, tmp_path):
+    stdout = run_against_fresh_appliance(launch, tmp_path,
+                                         walkthrough("<!-- streams-walkthrough -->"))
+    assert stdout.splitlines() == [
+        '{"count":2,"frame_count":2}',
+        '["step 2 of 2"]',
+        '{"document":{"pages":12,"status":"done","words":250},"version":2}',
+        "step 1 of 2",
+        "fetched 12 pages",
+        "step 2 of 2",
+        '{"pages": 12, "status": "summarizing"}',
+        '{"status": "done", "words": 250}',
+        "closed: attempt_success",
+    ], stdout

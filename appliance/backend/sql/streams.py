@@ -45,7 +45,7 @@ def _load(execution_id: str, lock: str) -> Op:
 def append(execution_id: str, args: st.AppendArgs, ctx: Ctx) -> Op:
     ex = yield from _load(execution_id, "{lock}")
     if ex is None:
-        raise InvalidHandle(f"handle: execution {execution_id} no longer exists")
+        raise InvalidHandle.of(execution_id=execution_id)
     st.check_writer(ex, args.fence, args.attempt_index, ctx.now)
     row = yield one(f"SELECT * {_STREAM}", execution_id, args.attempt_index)
     meta, summary = _stream(row)
