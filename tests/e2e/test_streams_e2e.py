@@ -216,14 +216,14 @@ async def test_a_dropped_event_stream_gives_its_pool_place_back_at_once(
     stream = f"{app.url}/v1/executions/{path(task['execution_id'])}/attempts/0/stream"
     await append(client, app.url, task, ["hello"])
     with trio.fail_after(DEADLINE_S):
-        async with httpx.AsyncClient(timeout=30) as browser:
-            async with browser.stream("GET", f"{stream}/events") as response:
-                assert response.status_code == 200, await response.aread()
-                async with aclosing(response.aiter_lines()) as lines:
-                    await next_frame(lines)
-                    refused = await client.get(stream)
-                    assert refused.status_code == 429, refused.text
-                    assert refused.headers["retry-after"] == "1"
+        async with (httpx.AsyncClient(timeout=30) as browser,
+                    browser.stream("GET", f"{stream}/events") as response):
+            assert response.status_code == 200, await response.aread()
+            async with aclosing(response.aiter_lines()) as lines:
+                await next_frame(lines)
+                refused = await client.get(stream)
+                assert refused.status_code == 429, refused.text
+                assert refused.headers["retry-after"] == "1"
         while (reply := await client.get(stream)).status_code == 429:
             await trio.sleep(0.02)
     assert reply.status_code == 200, reply.text
