@@ -6,7 +6,7 @@ count, ``later`` and ``many`` → nothing; a row is a mapping by column name). A
 and a ``notify`` may be held back until the operation's next read or its end: the
 async driver sends what it held in one pipeline, one round trip. The same operation then runs on a blocking DB-API connection
 (``run_blocking``) or an async one (``run_async``); SQL text uses ``?``
-placeholders plus ``{lock}`` / ``{skip_locked}`` markers the dialect renders.
+placeholders plus ``{lock}`` / ``{skip_locked}`` / ``{lock_ex}`` markers the dialect renders.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ class Dialect:
 
     def _render(self, sql: str) -> str:
         sql = sql.replace("{lock}", self._lock).replace("{skip_locked}", self._skip_locked)
+        # the execution row only, in a join whose other side may be missing
+        sql = sql.replace("{lock_ex}", f"{self._lock} OF ex" if self._lock else "")
         if self._placeholder == "$n":  # numbered: $1, $2, ...
             parts = sql.split("?")
             return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]

@@ -11,7 +11,7 @@ from appliance.core import admission as adm
 from appliance.core import streams as st
 from appliance.core.errors import ExecutionNotFound, InvalidHandle
 from appliance.core.operations import Ctx
-from appliance.core.record import ATTEMPT_COLUMNS, Attempt, Execution
+from appliance.core.record import ATTEMPT_COLUMNS, EXECUTION_COLUMNS, Attempt, Execution
 
 from .statements import Op, all_, exec_, later, many, notify, one
 
@@ -32,6 +32,14 @@ _UPSERT_STREAM = (
     "summary_version = excluded.summary_version, "
     "summary_updated_ms = excluded.summary_updated_ms, "
     "summary_first_ms = excluded.summary_first_ms")
+_STREAM_COLUMNS = ("last_ms", "last_seq", "frame_count", "total_bytes", "retained",
+                   "has_durable", "ema_rate_hz", "last_append_ms", "summary", "summary_version",
+                   "summary_updated_ms", "summary_first_ms")
+#: The execution (locked) and the stream's row, if any, in one statement.
+_EXEC_AND_STREAM = (
+    f"SELECT ex.*, {', '.join(f's.{c}' for c in _STREAM_COLUMNS)} FROM ff_exec ex "
+    f"LEFT JOIN ff_stream s ON s.execution_id = ex.execution_id AND s.attempt_index = ? "
+    f"WHERE ex.execution_id = ?{{lock_ex}}")
 _STREAM = "FROM ff_stream WHERE execution_id = ? AND attempt_index = ?"
 _RANGE = ("FROM ff_stream_frame WHERE execution_id = ? AND attempt_index = ? "
           "AND (ms, seq) >= (?, ?) AND (ms, seq) <= (?, ?)")
@@ -43,12 +51,12 @@ def _load(execution_id: str, lock: str) -> Op:
 
 
 def append(execution_id: str, args: st.AppendArgs, ctx: Ctx) -> Op:
-    ex = yield from _load(execution_id, "{lock}")
-    if ex is None:
+    row = yield one(_EXEC_AND_STREAM, args.attempt_index, execution_id)
+    if row is None:
         raise InvalidHandle.of(execution_id=execution_id)
+    ex = Execution(*(row[c] for c in EXECUTION_COLUMNS))
     st.check_writer(ex, args.fence, args.attempt_index, ctx.now)
-    row = yield one(f"SELECT * {_STREAM}", execution_id, args.attempt_index)
-    meta, summary = _stream(row)
+    meta, summary = _stream(row if row["last_ms"] is not None else None)
     plan = st.plan_append(meta, summary, args, st.retention_maxlen(ex), ctx.now)
     key = (execution_id, args.attempt_index)
     yield many(_INSERT_FRAME, [(*key, f.id.ms, f.id.seq, f.frame_type, f.payload, f.encoding,
