@@ -9,7 +9,10 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
+
+import msgspec
 
 from .errors import FlowFabricError, InvalidInput, StaleLease
 from .handle import Fence
@@ -45,8 +48,11 @@ class FrameId:
         return f"{self.ms}-{self.seq}"
 
     def next(self) -> FrameId:
-        """The smallest id after this one (exclusive cursors become inclusive ones)."""
-        return FrameId(self.ms, self.seq + 1) if self.seq < SEQ_MAX else FrameId(self.ms + 1, 0)
+        """The smallest id after this one (exclusive cursors become inclusive ones); the
+        largest id stays itself (no frame is ever minted there)."""
+        if self.seq < SEQ_MAX:
+            return FrameId(self.ms, self.seq + 1)
+        return FrameId(self.ms + 1, 0) if self.ms < SEQ_MAX else self
 
 
 FIRST, LAST = FrameId(0, 0), FrameId(SEQ_MAX, SEQ_MAX)
@@ -158,7 +164,7 @@ class Summary:
     first_applied_ms: int
 
     def wire(self) -> dict[str, Any]:
-        return {"document": json.loads(self.document), "version": self.version,
+        return {"document": msgspec.Raw(self.document.encode()), "version": self.version,
                 "patch_kind": PATCH_KIND, "last_updated_ms": self.last_updated_ms,
                 "first_applied_ms": self.first_applied_ms}
 
@@ -254,7 +260,7 @@ def plan_append(meta: StreamMeta | None, summary: Summary | None, args: AppendAr
     seq = meta.last.seq + 1 if ms == meta.last.ms and meta.frame_count else 0
     frames: list[Frame] = []
     version = summary.version if summary else 0
-    document = json.loads(summary.document) if summary else {}
+    document = load_document(summary.document) if summary else {}
     patched = False
     for i, f in enumerate(args.frames):
         frame_version = 0
@@ -268,9 +274,8 @@ def plan_append(meta: StreamMeta | None, summary: Summary | None, args: AppendAr
                             args.ttl_ms if args.mode == "best_effort" else 0, frame_version))
     new_summary = summary
     if patched:
-        text = json.dumps(strip_sentinels(document), ensure_ascii=False,
-                          separators=(",", ":"))
-        if len(text.encode()) > SUMMARY_MAX_BYTES:
+        text = dump_document(strip_sentinels(document))
+        if len(text) > SUMMARY_MAX_BYTES:
             raise SummaryTooLarge(f"the summary document would exceed {SUMMARY_MAX_BYTES} "
                                   f"bytes", details={"limit_bytes": SUMMARY_MAX_BYTES})
         new_summary = Summary(text, version, now,
@@ -315,10 +320,50 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def load_document(text: str | bytes) -> Any:
+    """JSON with its decimals as ``Decimal`` (so they are written back as written)."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+
+
+def dump_document(value: Any) -> str:
+    """Compact ASCII JSON (escapes keep NUL and the like storable), decimals as written."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{dump_document(v)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(dump_document(v) for v in value) + "]"
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value)
+
+
+def _problem(value: Any) -> str | None:
+    """What makes a parsed patch unstorable or unreadable by JSON clients, if anything."""
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() for p in (_problem(k), _problem(v)) if p),
+                    None)
+    if isinstance(value, list):
+        return next((p for v in value if (p := _problem(v))), None)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return ("a string holds a lone UTF-16 surrogate (a '\\ud800'-style escape); "
+                    "send valid Unicode")
+    elif isinstance(value, (Decimal, int)) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            return f"the number {str(value)[:40]} is too large for a 64-bit float"
+    return None
+
+
 def parse_patch(payload: bytes, index: int) -> dict[str, Any]:
     where = f"frames[{index}].payload"
     try:
-        patch = json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
+        patch = load_document(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidSummaryPatch(f"{where}: a summary_patch frame must hold a JSON object "
                                   f"(RFC 7396 merge patch): {exc}") from None
@@ -327,6 +372,9 @@ def parse_patch(payload: bytes, index: int) -> dict[str, Any]:
                                   f"{type(patch).__name__}")
     if _depth(patch) > PATCH_DEPTH:
         raise InvalidSummaryPatch(f"{where}: patch nests deeper than {PATCH_DEPTH} levels")
+    problem = _problem(patch)
+    if problem is not None:
+        raise InvalidSummaryPatch(f"{where}: {problem}")
     return patch
 
 
