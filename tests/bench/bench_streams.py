@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -37,43 +36,17 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchkit import Refused, client, expect, path, pcts
+
 from appliance.bench.target import started
 
 BATCHES = (1, 64)
-#: Idle connections are dropped before the appliance closes them (its keep-alive is 5 s).
-KEEPALIVE_S = 2
 #: Long enough for any run; the executions are completed at the end anyway.
 LEASE_TTL_MS = 300_000
 #: After the tail's request is on the wire, how long the appliance gets to park it.
 PARK_S = 0.02
 LOREM = ("lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor "
          "incididunt ut labore et dolore magna aliqua")
-
-
-class Refused(Exception):
-    """An answer the bench did not expect (status and body)."""
-
-
-def path(eid: str) -> str:
-    return eid.replace("{", "%7B").replace("}", "%7D")
-
-
-def pcts(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered), 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2)}
-
-
-def client(connections: int = 1) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, keepalive_expiry=KEEPALIVE_S)
-    return httpx.AsyncClient(timeout=60, limits=limits)
-
-
-def expect(reply: httpx.Response, *statuses: int) -> httpx.Response:
-    if reply.status_code not in statuses:
-        raise Refused(f"{reply.request.method} {reply.request.url.path} → "
-                      f"{reply.status_code} {reply.text[:300]}")
-    return reply
 
 
 def frame_id(raw: str) -> tuple[int, int]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,19 +28,11 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchkit import path, pcts
+
 from appliance.bench.target import started
 
 CONDITION = {"Single": {"waitpoint_key": "approval", "matcher": {"ByName": "approved"}}}
-
-
-def path(eid: str) -> str:
-    return eid.replace("{", "%7B").replace("}", "%7D")
-
-
-def pcts(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered), 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2)}
 
 
 async def create(client: httpx.AsyncClient, url: str, lane: str) -> str:
