@@ -79,6 +79,10 @@ class InvalidInput(FlowFabricError):
     kind = "invalid_input"
 
 
+class InvalidSummaryPatch(InvalidInput):
+    kind = "invalid_summary_patch"
+
+
 class InvalidJson(InvalidInput):
     kind = "invalid_json"
 
@@ -223,6 +227,10 @@ class WaitpointNotFound(NotFound):
     kind = "waitpoint_not_found"
     template = ("waitpoint {waitpoint_id} of execution {execution_id} not found (unknown, "
                 "consumed or expired)")
+
+
+class SummaryNotFound(NotFound):
+    kind = "summary_not_found"
 
 
 # -- 409 ------------------------------------------------------------------------------------
@@ -414,6 +422,20 @@ class PayloadTooLarge(FlowFabricError):
     exposed = ("limit_bytes", "route")
 
 
+class FrameTooLarge(PayloadTooLarge):
+    kind = "frame_too_large"
+    exposed = ("limit_bytes", "index")
+
+
+class StreamTooLarge(PayloadTooLarge):
+    kind = "stream_too_large"
+    exposed = ("limit_bytes",)
+
+
+class SummaryTooLarge(StreamTooLarge):
+    kind = "summary_too_large"
+
+
 class UnsupportedMediaType(FlowFabricError):
     status = 415
     kind = "unsupported_media_type"
@@ -423,6 +445,13 @@ class ResourceExhausted(FlowFabricError):
     status = 429
     kind = "resource_exhausted"
     retryable = True
+
+
+class StreamOpsExhausted(ResourceExhausted):
+    """The pool of stream reads, tails and event streams is full."""
+
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": "1"}
 
 
 class BudgetExhausted(ResourceExhausted):

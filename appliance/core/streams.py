@@ -8,13 +8,19 @@ import base64
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from .errors import FlowFabricError, InvalidInput, StaleLease
+from .errors import (
+    InvalidInput,
+    InvalidSummaryPatch,
+    StaleLease,
+    StreamTooLarge,
+    SummaryTooLarge,
+)
 from .handle import Fence
 from .record import Attempt, Execution
 from .state import Ownership, Phase
@@ -197,29 +203,6 @@ class AppendPlan:
     outcome: Appended
     #: Best-effort frames that expired before this instant may be deleted now.
     expired_before: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class StreamTooLarge(FlowFabricError):
-    status = 413
-    kind = "stream_too_large"
-    exposed = ("limit_bytes",)
-
-
-class FrameTooLarge(FlowFabricError):
-    status = 413
-    kind = "frame_too_large"
-    exposed = ("limit_bytes", "index")
-
-
-class SummaryTooLarge(FlowFabricError):
-    status = 413
-    kind = "summary_too_large"
-    exposed = ("limit_bytes",)
-
-
-class InvalidSummaryPatch(InvalidInput):
-    kind = "invalid_summary_patch"
 
 
 def check_writer(ex: Execution, fence: Fence, attempt_index: int, now: int) -> None:

@@ -9,7 +9,7 @@ from msgspec import Meta
 from quart import Blueprint, Response, request
 
 from appliance.core import streams as st
-from appliance.core.errors import InvalidInput, NotFound
+from appliance.core.errors import FrameTooLarge, InvalidInput, SummaryNotFound
 from appliance.core.schema import Body, Byte, Str256
 from appliance.service import Service
 
@@ -19,10 +19,6 @@ from .routing import Routes, query
 from .workers import handle_for
 
 ATTEMPT_MAX = 2_147_483_647
-
-
-class SummaryNotFound(NotFound):
-    kind = "summary_not_found"
 
 
 class FrameBody(Body):
@@ -52,7 +48,7 @@ def frames_of(body: AppendBody, max_bytes: int) -> tuple[st.FrameIn, ...]:
         else:
             data = payload(f.payload, f.payload_b64, f"frames[{i}].payload")
         if len(data) > max_bytes:
-            raise st.FrameTooLarge(
+            raise FrameTooLarge(
                 f"frames[{i}].payload: {len(data)} bytes is more than a frame may hold "
                 f"({max_bytes}, FF_STREAM_MAX_FRAME_BYTES); split it",
                 details={"limit_bytes": max_bytes, "index": i})

@@ -12,18 +12,13 @@ import trio
 
 from appliance.core import streams as st
 from appliance.core.admission import wake_key
-from appliance.core.errors import ResourceExhausted
+from appliance.core.errors import StreamOpsExhausted
 
 if TYPE_CHECKING:
     from .facade import Service
 
 #: Frames one event-stream read takes at most.
 EVENTS_BATCH = 100
-
-
-class StreamOpsExhausted(ResourceExhausted):
-    def headers(self) -> dict[str, str]:
-        return {"retry-after": "1"}
 
 
 class Streams:
