@@ -5,7 +5,7 @@
 -- after a prelude generated from the Python definitions (flowfabric_valkey.generated):
 -- INT_FIELDS, TERMINAL_PUBLIC, RUNNABLE_PUBLIC, RECLAIMABLE, ERROR_KINDS, DEFAULTS, LIMITS,
 -- SCANNERS, OPERATIONS and WAKE_KEYS come from there (and for flows FLOW_INT_FIELDS and
--- FLOWS, for suspension SUSPENSION).
+-- FLOWS, for suspension SUSPENSION, for attempt streams STREAMS).
 -- The state machine mirrors appliance/core/transitions.py rule for rule; Python passes the
 -- time, ids and random draws in, so every function is deterministic.
 --
@@ -57,6 +57,7 @@
 --   ff:p:{fp:N}:wp_pending           ZSET  pending waitpoints with an expires_at, by it
 --   ff:p:{fp:N}:wpkeys               HASH  the partition's keystore replica: current, s:<kid>
 --                                          (secret hex), e:<kid> (grace end)
+-- Attempt streams: ff:x:<eid>:sts and ff:x:<eid>:st:<index>[:m|:s] (lua/60_streams.lua).
 
 local LIBRARY_VERSION = '1'
 -- Filled in by the loader with a digest of these files, so a changed library is always
@@ -140,6 +141,9 @@ end
 
 -- Suspension hooks the record's writers call (lua/40_suspension.lua defines them).
 local SUSP = {}
+-- Attempt-stream hooks (lua/60_streams.lua defines them): closes(eid) when an attempt ends
+-- or its lease is lost (streams.closes: tails look again), forget(eid) when it is purged.
+local STREAM = {}
 
 local function copy(t)
   local c = {}
@@ -164,6 +168,10 @@ local function save(ex, before)
   end
   if #sets > 0 then redis.call('HSET', key, unpack(sets)) end
   if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
+  if before.ownership_state == 'leased' and (ex.ownership_state == 'lease_expired_reclaimable'
+                                             or ex.ownership_state == 'lease_revoked') then
+    STREAM.closes(ex.execution_id)
+  end
   -- The worker registry's view of leases (list_workers): per partition, the leases each
   -- instance holds (wl:<instance>, by their latest renewal or claim), how many (wleases) and
   -- the latest of those times (wseen).
@@ -228,6 +236,7 @@ end
 -- A value of NULL clears the column.
 local function attempt_update(eid, index, values)
   if index == nil then return end
+  if values.ended_at ~= nil then STREAM.closes(eid) end
   local key = core_key(eid) .. ':att'
   local raw = redis.call('HGET', key, to_text(index))
   if not raw then return end
@@ -381,6 +390,7 @@ local function unindex(ex)
   redis.call('ZREM', p .. 'delayed:' .. ex.lane_id, eid)
   redis.call('ZREM', p .. 'all', eid)
   refresh_lane(p, ex.lane_id)
+  STREAM.forget(eid)  -- unindexed only when purged: its streams go with it
 end
 
 -- Publish the lanes this call made claimable (for other appliances, once each) and return

@@ -363,7 +363,8 @@ class AdmissionMixin:
             woken += [args.lane_id] * int(got[1])
             resolved = [lane.decode() for lane in got[2]]  # flow members the claim ended
             for lane in set(resolved):
-                work.mark(partition, lane)
+                if not lane.startswith("\x1f"):  # a stream's wake key (a member it ended)
+                    work.mark(partition, lane)
             woken += resolved
             extra = codec.decode_answer(got[3])
             gate.used({q: codec.listed(e) for q, e in (extra.get("used") or {}).items()})

@@ -47,6 +47,7 @@ from .admission import AdmissionMixin, ClaimGate, LaneNeeds
 from .connection import Connection
 from .lanes import WorkMap
 from .settings import ValkeySettings
+from .streams import StreamsMixin
 
 log = logging.getLogger("flowfabric.valkey")
 
@@ -61,12 +62,12 @@ PROMOTE_ON_CLAIM = 16
 KNOWN_MAX_AGE_S = 60.0
 PUBSUB_POLL_S = 1.0
 #: What a work notification names besides "<partition>:<lane>" (lua/00_library.lua).
-WAKE_KINDS = {"b": "budget", "q": "quota"}
+WAKE_KINDS = {"b": "budget", "q": "quota", "s": "stream"}
 #: ``/healthz`` must answer within 100 ms whatever the store does.
 PING_TIMEOUT_S = 0.08
 
 
-class ValkeyBackend(AdmissionMixin, BackendBase):
+class ValkeyBackend(StreamsMixin, AdmissionMixin, BackendBase):
     name = "valkey"
 
     def __init__(self, settings: ValkeySettings) -> None:
@@ -347,7 +348,8 @@ class ValkeyBackend(AdmissionMixin, BackendBase):
         answer = codec.decode_answer(raw)
         woken = tuple(answer.get("w") or ())
         for lane in set(woken):
-            self._work.mark(partition, lane)
+            if not lane.startswith("\x1f"):  # a wake key (admission.wake_key), not a lane
+                self._work.mark(partition, lane)
         if "err" in answer:
             raise error_from(answer["err"], answer.get("d") or {})
         if "invalid" in answer:
@@ -769,7 +771,8 @@ class ValkeyBackend(AdmissionMixin, BackendBase):
                         continue
                     kind, _, rest = where.partition(":")
                     if kind in WAKE_KINDS:  # a budget reset, a quota slot freed: the claims
-                        notify(wake_key(WAKE_KINDS[kind], rest))  # they held back look again
+                        # they held back look again; a stream appended to or closed: its tails
+                        notify(wake_key(WAKE_KINDS[kind], rest))
                     else:
                         self._work.mark(int(kind), rest)
                         notify(rest)

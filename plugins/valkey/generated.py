@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any
 
 from appliance.backend.sql.flows import CANCEL_GRACE_MS, RESOLVE_MAX_STEPS
-from appliance.core import conditions, flows
+from appliance.core import conditions, flows, streams
 from appliance.core import suspension as sp
 from appliance.core.admission import wake_key
 from appliance.core.errors import KINDS
@@ -77,7 +77,8 @@ def prelude() -> str:
                       "only_field": s.only[0] if s.only else "",
                       "only_value": s.only[1] if s.only else ""} for s in SCANNERS],
         "OPERATIONS": [[op.name, op.lua] for op in OPERATIONS.values()],
-        "WAKE_KEYS": {"quota": wake_key("quota", ""), "budget": wake_key("budget", "")},
+        "WAKE_KEYS": {"quota": wake_key("quota", ""), "budget": wake_key("budget", ""),
+                      "stream": wake_key("stream", "")},
         "FLOW_INT_FIELDS": {name: True for name in int_fields(flows.Flow)},
         "FLOWS": {"cancel_grace_ms": CANCEL_GRACE_MS, "resolve_max_steps": RESOLVE_MAX_STEPS,
                   "flow_cancel": flows.FLOW_CANCEL,
@@ -97,6 +98,11 @@ def prelude() -> str:
             "resume_delay": str(Blocking.WAITING_FOR_RESUME_DELAY),
             "waiting_for_children": str(Blocking.WAITING_FOR_CHILDREN),
             "waiting_children": sp.WAITING_CHILDREN},
+        "STREAMS": {"retention_maxlen": streams.RETENTION_MAXLEN,
+                    "summary_maxlen": streams.SUMMARY_MAXLEN,
+                    "best_effort_floor": streams.BEST_EFFORT_FLOOR,
+                    "best_effort_ceiling": streams.BEST_EFFORT_CEILING,
+                    "ema_alpha": streams.EMA_ALPHA},
     }
     lines = [HEADER] + [f"local {name} = {lua(value)}" for name, value in tables.items()]
     return "\n".join(lines) + "\n"
