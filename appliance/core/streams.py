@@ -201,8 +201,6 @@ class AppendPlan:
     keep: int
     summary: Summary | None
     outcome: Appended
-    #: Best-effort frames that expired before this instant may be deleted now.
-    expired_before: int | None = None
 
 
 def check_writer(ex: Execution, fence: Fence, attempt_index: int, now: int) -> None:
@@ -267,7 +265,6 @@ def plan_append(meta: StreamMeta | None, summary: Summary | None, args: AppendAr
     meta.frame_count += len(frames)
     meta.total_bytes += size
     meta.retained += len(frames)
-    expired_before = None
     if args.mode == "durable":
         meta.has_durable, keep = True, maxlen
     elif args.mode == "summary":
@@ -275,12 +272,10 @@ def plan_append(meta: StreamMeta | None, summary: Summary | None, args: AppendAr
     else:
         meta.ema_rate_hz = ema_update(meta, now, args.ttl_ms)
         keep = best_effort_keep(meta.ema_rate_hz, args.ttl_ms)
-        expired_before = now - args.ttl_ms
     meta.last_append_ms = now
     outcome = Appended(frames[0].id, frames[-1].id, len(frames), meta.frame_count,
                        version if patched else 0)
-    return AppendPlan(frames, meta, keep, new_summary if patched else None, outcome,
-                      expired_before)
+    return AppendPlan(frames, meta, keep, new_summary if patched else None, outcome)
 
 
 def ema_update(meta: StreamMeta, now: int, ttl_ms: int) -> float:

@@ -128,6 +128,11 @@ class EventStream:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 
+    def __del__(self) -> None:
+        # never iterated (the request was cancelled before its response started): the
+        # place in the pool goes back here (releasing twice is harmless)
+        self.release()
+
     async def _events(self) -> AsyncIterator[bytes]:
         page, after, work = self.first, self.after, self.streams.service.work
         try:
