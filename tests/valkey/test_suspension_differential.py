@@ -39,7 +39,7 @@ from appliance.core.policy import parse_policy
 from appliance.core.scanners import BY_NAME
 from appliance.testing import Harness, open_harness
 
-EXAMPLES = int(os.environ.get("FF_SUSPENSION_EXAMPLES", "1000"))
+EXAMPLES = int(os.environ.get("FF_SUSPENSION_EXAMPLES", "200"))
 FIRST_SEED = int(os.environ.get("FF_SUSPENSION_SEED", "0"))
 SECRET = "5e" * 32
 KID = "k1"
