@@ -51,9 +51,9 @@ async def test_unknown_well_formed_id_is_execution_not_found(ff, suffix):
 
 @pytest.mark.parametrize("bad", [
     "not-an-id",
-    str(uuid.uuid4()),
-    f"{{fp:xx}}:{uuid.uuid4()}",
-    f"{{fp:65536}}:{uuid.uuid4()}",
+    "bee426d0-0682-4fdc-965c-09d169ebae2f",
+    "{fp:xx}:3fc76d56-d2ab-4e0b-8eeb-7f667f7a9e0b",
+    "{fp:65536}:1e4c09a0-e048-40d2-b948-49eafeca2abd",
     "{fp:0}:not-a-uuid",
 ])
 @pytest.mark.parametrize("suffix", ["", "/state", "/result"])
