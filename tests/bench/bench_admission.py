@@ -40,7 +40,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchkit import Refused, client, expect, path, pcts
+from benchkit import Refused, client, expect, path, pcts, report
 
 from appliance.bench.target import started
 
@@ -236,11 +236,7 @@ def main() -> int:
     backends = ["sqlite", "valkey", "postgres"] if args.backend == "all" else [args.backend]
     row("backend", "scenario", "per s", "claim p50", "claim p99")
     results = {backend: bench_one(backend, args) for backend in backends}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    failed = any("error" in r or any("error" in s for s in r.values() if isinstance(s, dict))
-                 for r in results.values())
-    return 1 if failed else 0
+    return report(results, args.json)
 
 
 if __name__ == "__main__":

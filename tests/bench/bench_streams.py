@@ -36,7 +36,7 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchkit import Refused, client, expect, path, pcts
+from benchkit import Refused, client, expect, path, pcts, report
 
 from appliance.bench.target import started
 
@@ -250,11 +250,7 @@ def main() -> int:
     backends = ["sqlite", "valkey", "postgres"] if args.backend == "all" else [args.backend]
     row("backend", "scenario", "req/s", "frames/s", "p50 ms", "p99 ms")
     results = {backend: bench_one(backend, args) for backend in backends}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    failed = any("error" in r or any("error" in s for s in r.values() if isinstance(s, dict))
-                 for r in results.values())
-    return 1 if failed else 0
+    return report(results, args.json)
 
 
 if __name__ == "__main__":

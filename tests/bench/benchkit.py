@@ -3,7 +3,10 @@ the appliance does, answers checked, ids in paths, percentiles."""
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -35,3 +38,12 @@ def expect(reply: httpx.Response, *statuses: int) -> httpx.Response:
         raise Refused(f"{reply.request.method} {reply.request.url.path} → "
                       f"{reply.status_code} {reply.text[:300]}")
     return reply
+
+
+def report(results: dict[str, Any], json_path: Path | None) -> int:
+    """Write the results as JSON when asked; the exit status (1: a scenario failed)."""
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))
+    failed = any("error" in r or any("error" in s for s in r.values() if isinstance(s, dict))
+                 for r in results.values())
+    return 1 if failed else 0
