@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from appliance.core import admission as adm
-from appliance.core import streams as st
 from appliance.core import flows as fl
+from appliance.core import streams as st
 from appliance.core import suspension as sp
 from appliance.core import tokens
 from appliance.core.contracts import ClaimArgs, CreateArgs, ListPage
